@@ -1,0 +1,91 @@
+//! `POST /ingest/{source}`: verify over the raw bytes, parse the same bytes, hand the
+//! events to the journal, and answer 2xx only once the journal says they are durable.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+
+use super::{ApiError, AppState};
+use crate::sources::SourceError;
+
+/// How long a client should wait when the journal is behind.
+const RETRY_AFTER_SECS: u64 = 1;
+
+pub async fn ingest(
+    State(state): State<Arc<AppState>>,
+    Path(source_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(source) = state.sources.get(&source_id) else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no source named {source_id:?}")));
+    };
+    let rejected = |reason: &'static str| {
+        metrics::counter!("backchannel_requests_rejected_total", "source" => source_id.clone(), "reason" => reason).increment(1);
+    };
+    let body = body.map_err(|rejection| {
+        rejected("body");
+        ApiError::new(rejection.status(), format!("source {source_id:?}: {}", rejection.body_text()))
+    })?;
+
+    let now_ms = (state.clock)();
+    let parsed = source
+        .verify(&headers, &body, now_ms / 1000)
+        .and_then(|()| source.parse(&body, now_ms))
+        .map_err(|error| {
+            rejected(error.reason());
+            tracing::debug!(source = %source_id, error = %error, "request rejected");
+            let status = match error {
+                SourceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                SourceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, error.to_string())
+        })?;
+
+    let skipped = parsed.skipped.len();
+    if skipped > 0 {
+        metrics::counter!("backchannel_events_skipped_total", "source" => source_id.clone()).increment(skipped as u64);
+        tracing::debug!(source = %source_id, skipped, first = %parsed.skipped[0], "malformed events skipped");
+        if parsed.events.is_empty() {
+            rejected("no_valid_event");
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("source {source_id:?}: no event in the batch is valid; first problem: {}", parsed.skipped[0]),
+            ));
+        }
+    }
+    let total = parsed.events.len();
+
+    let answer = state
+        .journal
+        .submit(source.id.clone(), now_ms, body, parsed.events)
+        .map_err(|_| {
+            rejected("overloaded");
+            ApiError { retry_after_secs: Some(RETRY_AFTER_SECS), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal is behind; retry later") }
+        })?;
+    let accepted = match answer.await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(_)) | Err(_) => {
+            rejected("journal");
+            return Err(ApiError {
+                retry_after_secs: Some(RETRY_AFTER_SECS),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal is unavailable; retry later")
+            });
+        }
+    };
+    metrics::counter!("backchannel_events_accepted_total", "source" => source_id.clone()).increment(accepted.new as u64);
+    metrics::counter!("backchannel_events_duplicate_total", "source" => source_id).increment(accepted.duplicates as u64);
+
+    let reasons: Vec<&String> = parsed.skipped.iter().take(10).collect();
+    Ok(Json(serde_json::json!({
+        "received": total + skipped,
+        "accepted": accepted.new,
+        "duplicates": accepted.duplicates,
+        "skipped": skipped,
+        "skipped_reasons": reasons,
+    })))
+}

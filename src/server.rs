@@ -1,0 +1,108 @@
+//! `serve`: wires the store, journal, rule runner, outbox workers and HTTP server
+//! together, in the order that keeps the invariants (alert state and windows restored
+//! before the first request is accepted).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, mpsc};
+
+use crate::alerts::AlertBook;
+use crate::alerts::runner::Runner;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{AppState, router};
+use crate::rules::Engine;
+use crate::store::Store;
+use crate::store::journal::Journal;
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Store,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting requests and waits for in-flight ones.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.server.await;
+    }
+
+    /// Waits until the server stops by itself.
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+}
+
+/// Starts everything and listens on `listen` (or the configured address).
+pub async fn start(config: Config, clock: Clock, listen: Option<SocketAddr>) -> anyhow::Result<Running> {
+    crate::http::metrics_handle();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let store = Store::open(&config.store_path).await?;
+
+    let mut wakers = HashMap::new();
+    let mut deadlines_ms = HashMap::new();
+    for contact in &config.contacts {
+        let wake = Arc::new(Notify::new());
+        wakers.insert(contact.name.clone(), wake.clone());
+        deadlines_ms.insert(contact.name.clone(), contact.deadline_ms);
+        tokio::spawn(crate::notify::outbox::run(store.clone(), contact.clone(), config.templates.clone(), clock.clone(), wake));
+    }
+
+    let mut runner = Runner {
+        engine: Engine::new(&config.rules),
+        book: AlertBook::new(config.routes.clone(), config.templates.clone(), config.trace_url.clone()),
+        store: store.clone(),
+        clock: clock.clone(),
+        deadlines_ms,
+        wakers,
+    };
+    let replayed = runner.rebuild(&config.sources).await.context("rebuilding rule windows from the journal")?;
+    tracing::info!(events = replayed, "rule windows rebuilt from the journal");
+
+    let (engine_tx, engine_rx) = mpsc::channel(64);
+    let (journal, _writer) = Journal::start(store.clone(), config.queue_batches, config.max_group_events, engine_tx);
+    tokio::spawn(runner.run(engine_rx, Duration::from_millis(config.eval_interval_ms as u64)));
+    tokio::spawn(prune_forever(store.clone(), clock.clone(), config.journal_retention_ms, config.dedup_horizon_ms));
+
+    let state = Arc::new(AppState { sources: config.sources.clone(), journal, store: store.clone(), clock });
+    let app = router(state, config.max_body_bytes);
+    let addr = listen.unwrap_or(config.listen);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, config = %config.path.display(), "listening");
+
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(error = %error, "HTTP server failed");
+        }
+    });
+    Ok(Running { addr, store, shutdown, server })
+}
+
+async fn prune_forever(store: Store, clock: Clock, retention_ms: i64, dedup_horizon_ms: i64) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        let now = clock();
+        match store.prune(now - retention_ms, (now - dedup_horizon_ms) / 1000).await {
+            Ok((batches, keys)) if batches + keys > 0 => tracing::debug!(batches, keys, "journal pruned"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "journal pruning failed; will retry"),
+        }
+    }
+}

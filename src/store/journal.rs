@@ -1,0 +1,236 @@
+//! The journal: accepted request bodies and dedup keys, written with group commits.
+//!
+//! One writer task owns a connection. Ingest handlers hand it parsed batches through a
+//! bounded queue; it takes every batch waiting (up to a limit), writes them all in one
+//! transaction (one fsync), and only then answers each handler and passes the new events
+//! on to the rule engine. A full queue is refused at once so the handler can answer 503:
+//! the journal never buffers without bound.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError};
+use crate::event::Event;
+use crate::sources::ParsedEvent;
+
+/// Events the journal has made durable and found new, in arrival order.
+#[derive(Debug)]
+pub struct DurableEvents {
+    pub received_ms: i64,
+    pub events: Vec<Event>,
+}
+
+/// What happened to a submitted batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub new: usize,
+    pub duplicates: usize,
+}
+
+struct Job {
+    source: Arc<str>,
+    received_ms: i64,
+    body: Bytes,
+    events: Vec<ParsedEvent>,
+    reply: oneshot::Sender<Result<Accepted, String>>,
+}
+
+/// The queue was full: the caller should answer 503 with `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+#[error("journal queue is full")]
+pub struct QueueFull;
+
+/// Handle used by ingest handlers; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    /// Held by every ingest handler; the writer task holds the receiving end and stops
+    /// when the last handle is dropped.
+    queue: mpsc::Sender<Job>,
+}
+
+impl Journal {
+    /// Starts the writer task. New events go to `engine`; the writer waits when the engine
+    /// is behind, which fills the queue, which makes ingest answer 503.
+    pub fn start(
+        store: Store,
+        queue_batches: usize,
+        max_group_events: usize,
+        engine: mpsc::Sender<DurableEvents>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, jobs) = mpsc::channel(queue_batches.max(1));
+        let task = tokio::spawn(writer(store, jobs, max_group_events.max(1), engine));
+        (Self { queue }, task)
+    }
+
+    /// Queues a parsed batch; the receiver answers once it is durable.
+    pub fn submit(
+        &self,
+        source: Arc<str>,
+        received_ms: i64,
+        body: Bytes,
+        events: Vec<ParsedEvent>,
+    ) -> Result<oneshot::Receiver<Result<Accepted, String>>, QueueFull> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { source, received_ms, body, events, reply })
+            .map_err(|_| QueueFull)?;
+        Ok(answer)
+    }
+}
+
+async fn writer(
+    store: Store,
+    mut jobs: mpsc::Receiver<Job>,
+    max_group_events: usize,
+    engine: mpsc::Sender<DurableEvents>,
+) {
+    let mut group: Vec<Job> = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        let mut events = first.events.len();
+        group.push(first);
+        while events < max_group_events {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    events += job.events.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+
+        match write_group(&store, &group).await {
+            Ok(accepted) => {
+                for (job, accepted_positions) in group.drain(..).zip(accepted) {
+                    let total = job.events.len();
+                    let new_events: Vec<Event> = job
+                        .events
+                        .into_iter()
+                        .zip(&accepted_positions)
+                        .filter(|(_, is_new)| **is_new)
+                        .map(|(parsed, _)| parsed.event)
+                        .collect();
+                    let answer = Accepted { new: new_events.len(), duplicates: total - new_events.len() };
+                    if !new_events.is_empty() {
+                        let durable = DurableEvents { received_ms: job.received_ms, events: new_events };
+                        if engine.send(durable).await.is_err() {
+                            tracing::error!("rule engine stopped; durable events will be evaluated after restart");
+                        }
+                    }
+                    let _ = job.reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, batches = group.len(), "journal commit failed; batches refused");
+                for job in group.drain(..) {
+                    let _ = job.reply.send(Err("journal is unavailable".to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes every job of the group in one transaction; returns, per job, which of its
+/// events were new.
+async fn write_group(store: &Store, group: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let mut result = Vec::with_capacity(group.len());
+    for job in group {
+        let keys: Vec<i64> = job.events.iter().flat_map(|e| e.keys.iter().copied()).collect();
+        let inserted: HashSet<i64> = if keys.is_empty() {
+            HashSet::new()
+        } else {
+            let json = serde_json::to_string(&keys).expect("integers serialise");
+            sqlx::query_scalar(
+                "INSERT OR IGNORE INTO seen (key, received_s) SELECT value, $2 FROM json_each($1) RETURNING key",
+            )
+            .bind(json)
+            .bind(job.received_ms / 1000)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+
+        let mut claimed = HashSet::with_capacity(keys.len());
+        let is_new: Vec<bool> = job
+            .events
+            .iter()
+            .map(|e| {
+                let new = e.keys.iter().all(|k| inserted.contains(k) && !claimed.contains(k));
+                claimed.extend(e.keys.iter().copied());
+                new
+            })
+            .collect();
+
+        let positions: Vec<u32> = job
+            .events
+            .iter()
+            .zip(&is_new)
+            .filter(|(_, new)| **new)
+            .map(|(e, _)| e.position)
+            .collect();
+        if !positions.is_empty() {
+            let accepted: Option<Vec<u8>> = (positions.len() != job.events.len())
+                .then(|| positions.iter().flat_map(|p| p.to_le_bytes()).collect());
+            sqlx::query("INSERT INTO batches (source, received_ms, body, accepted) VALUES ($1, $2, $3, $4)")
+                .bind(&*job.source)
+                .bind(job.received_ms)
+                .bind(&job.body[..])
+                .bind(accepted)
+                .execute(&mut *tx)
+                .await?;
+        }
+        result.push(is_new);
+    }
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// One journal row read back: the source, when it arrived, the body, and the positions
+/// of its new events (`None`: every event that parses).
+#[derive(Debug)]
+pub struct StoredBatch {
+    pub id: i64,
+    pub source: String,
+    pub received_ms: i64,
+    pub body: Vec<u8>,
+    pub accepted: Option<Vec<u32>>,
+}
+
+impl Store {
+    /// Up to `limit` journal batches with id above `after_id` received at or after
+    /// `since_ms`, in arrival order.
+    pub async fn batches_since(&self, since_ms: i64, after_id: i64, limit: i64) -> Result<Vec<StoredBatch>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, source, received_ms, body, accepted FROM batches
+             WHERE id > $1 AND received_ms >= $2 ORDER BY id LIMIT $3",
+        )
+        .bind(after_id)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let accepted: Option<Vec<u8>> = r.get(4);
+                let accepted = match accepted {
+                    None => None,
+                    Some(bytes) if bytes.len() % 4 == 0 => Some(
+                        bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    ),
+                    Some(_) => return Err(StoreError::Corrupt("batch accepted positions".into())),
+                };
+                Ok(StoredBatch { id: r.get(0), source: r.get(1), received_ms: r.get(2), body: r.get(3), accepted })
+            })
+            .collect()
+    }
+
+    /// Number of dedup keys remembered; for tests and the benchmark report.
+    pub async fn seen_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM seen").fetch_one(self.pool()).await?)
+    }
+}
