@@ -54,7 +54,9 @@ pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
     let span_id = parts.next()?;
     let flags = parts.next()?;
     let is_hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     if !is_hex(version, 2) || version == "ff" || !is_hex(trace_id, 32) || !is_hex(span_id, 16) {
         return None;
@@ -65,7 +67,10 @@ pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
     if trace_id.bytes().all(|b| b == b'0') || span_id.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some(TraceParent { trace_id: trace_id.to_string(), span_id: span_id.to_string() })
+    Some(TraceParent {
+        trace_id: trace_id.to_string(),
+        span_id: span_id.to_string(),
+    })
 }
 
 /// The parts of a `traceparent` an alert links with.

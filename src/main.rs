@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use backchannel::config::Config;
 
 #[derive(Parser)]
-#[command(name = "backchannel", version, about = "Listens on the backchannels of the services you depend on and tells the people who can act")]
+#[command(
+    name = "backchannel",
+    version,
+    about = "Listens on the backchannels of the services you depend on and tells the people who can act"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,12 @@ enum Command {
     /// Run the server.
     Serve {
         /// Config file.
-        #[arg(long, short, env = "BACKCHANNEL_CONFIG", default_value = "config/example.toml")]
+        #[arg(
+            long,
+            short,
+            env = "BACKCHANNEL_CONFIG",
+            default_value = "config/example.toml"
+        )]
         config: PathBuf,
         /// Listen on this address instead of the configured one.
         #[arg(long)]
@@ -28,13 +37,23 @@ enum Command {
     },
     /// Check a config file and say exactly what is wrong with it.
     Check {
-        #[arg(long, short, env = "BACKCHANNEL_CONFIG", default_value = "config/example.toml")]
+        #[arg(
+            long,
+            short,
+            env = "BACKCHANNEL_CONFIG",
+            default_value = "config/example.toml"
+        )]
         config: PathBuf,
     },
     /// Run saved payloads through the rules on their own timestamps and print the
     /// notifications that would go out.
     Replay {
-        #[arg(long, short, env = "BACKCHANNEL_CONFIG", default_value = "config/example.toml")]
+        #[arg(
+            long,
+            short,
+            env = "BACKCHANNEL_CONFIG",
+            default_value = "config/example.toml"
+        )]
         config: PathBuf,
         /// Source whose parser reads the payloads (default: the first source by id).
         #[arg(long)]
@@ -51,7 +70,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BACKCHANNEL_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BACKCHANNEL_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -77,7 +97,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Replay { config, source, json, payloads } => {
+        Command::Replay {
+            config,
+            source,
+            json,
+            payloads,
+        } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(error) => {
@@ -119,13 +144,16 @@ fn main() -> ExitCode {
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async move {
-                let running = match backchannel::server::start(config, backchannel::clock::system(), listen).await {
-                    Ok(r) => r,
-                    Err(error) => {
-                        eprintln!("backchannel: {error:#}");
-                        return ExitCode::FAILURE;
-                    }
-                };
+                let running =
+                    match backchannel::server::start(config, backchannel::clock::system(), listen)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(error) => {
+                            eprintln!("backchannel: {error:#}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
                 let _ = tokio::signal::ctrl_c().await;
                 tracing::info!("shutting down");
                 running.stop().await;

@@ -23,22 +23,36 @@ pub enum ReplayError {
 }
 
 /// Runs the payload files through `config`'s rules and returns the notifications in order.
-pub fn replay(config: &Config, source_id: Option<&str>, paths: &[PathBuf]) -> Result<Vec<Notification>, ReplayError> {
+pub fn replay(
+    config: &Config,
+    source_id: Option<&str>,
+    paths: &[PathBuf],
+) -> Result<Vec<Notification>, ReplayError> {
     let source: &Source = match source_id {
-        Some(id) => config.sources.get(id).ok_or_else(|| ReplayError::UnknownSource(id.to_string()))?,
+        Some(id) => config
+            .sources
+            .get(id)
+            .ok_or_else(|| ReplayError::UnknownSource(id.to_string()))?,
         None => {
             let mut ids: Vec<&String> = config.sources.keys().collect();
             ids.sort();
-            config.sources.get(*ids.first().ok_or(ReplayError::NoSource)?).expect("id from keys")
+            config
+                .sources
+                .get(*ids.first().ok_or(ReplayError::NoSource)?)
+                .expect("id from keys")
         }
     };
 
     let mut events = Vec::new();
     for path in paths {
-        let body = std::fs::read(path).map_err(|e| ReplayError::Payload { path: path.display().to_string(), message: e.to_string() })?;
-        let parsed = source
-            .parse(&body, 0)
-            .map_err(|e| ReplayError::Payload { path: path.display().to_string(), message: e.to_string() })?;
+        let body = std::fs::read(path).map_err(|e| ReplayError::Payload {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let parsed = source.parse(&body, 0).map_err(|e| ReplayError::Payload {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         for skipped in &parsed.skipped {
             tracing::warn!(path = %path.display(), "{skipped}");
         }
@@ -54,7 +68,11 @@ pub fn replay(config: &Config, source_id: Option<&str>, paths: &[PathBuf]) -> Re
     events.sort_by_key(|e| e.event.time_ms);
 
     let mut engine = Engine::new(&config.rules);
-    let mut book = AlertBook::new(config.routes.clone(), config.templates.clone(), config.trace_url.clone());
+    let mut book = AlertBook::new(
+        config.routes.clone(),
+        config.templates.clone(),
+        config.trace_url.clone(),
+    );
     let mut out = Vec::new();
     let mut index = 0;
     while index < events.len() {

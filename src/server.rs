@@ -41,7 +41,11 @@ impl Running {
 }
 
 /// Starts everything and listens on `listen` (or the configured address).
-pub async fn start(config: Config, clock: Clock, listen: Option<SocketAddr>) -> anyhow::Result<Running> {
+pub async fn start(
+    config: Config,
+    clock: Clock,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Running> {
     crate::http::metrics_handle();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -54,29 +58,62 @@ pub async fn start(config: Config, clock: Clock, listen: Option<SocketAddr>) -> 
         let wake = Arc::new(Notify::new());
         wakers.insert(contact.name.clone(), wake.clone());
         deadlines_ms.insert(contact.name.clone(), contact.deadline_ms);
-        tokio::spawn(crate::notify::outbox::run(store.clone(), contact.clone(), config.templates.clone(), clock.clone(), wake));
+        tokio::spawn(crate::notify::outbox::run(
+            store.clone(),
+            contact.clone(),
+            config.templates.clone(),
+            clock.clone(),
+            wake,
+        ));
     }
 
     let mut runner = Runner {
         engine: Engine::new(&config.rules),
-        book: AlertBook::new(config.routes.clone(), config.templates.clone(), config.trace_url.clone()),
+        book: AlertBook::new(
+            config.routes.clone(),
+            config.templates.clone(),
+            config.trace_url.clone(),
+        ),
         store: store.clone(),
         clock: clock.clone(),
         deadlines_ms,
         wakers,
     };
-    let replayed = runner.rebuild(&config.sources).await.context("rebuilding rule windows from the journal")?;
+    let replayed = runner
+        .rebuild(&config.sources)
+        .await
+        .context("rebuilding rule windows from the journal")?;
     tracing::info!(events = replayed, "rule windows rebuilt from the journal");
 
     let (engine_tx, engine_rx) = mpsc::channel(64);
-    let (journal, _writer) = Journal::start(store.clone(), config.queue_batches, config.max_group_events, engine_tx);
-    tokio::spawn(runner.run(engine_rx, Duration::from_millis(config.eval_interval_ms as u64)));
-    tokio::spawn(prune_forever(store.clone(), clock.clone(), config.journal_retention_ms, config.dedup_horizon_ms));
+    let (journal, _writer) = Journal::start(
+        store.clone(),
+        config.queue_batches,
+        config.max_group_events,
+        engine_tx,
+    );
+    tokio::spawn(runner.run(
+        engine_rx,
+        Duration::from_millis(config.eval_interval_ms as u64),
+    ));
+    tokio::spawn(prune_forever(
+        store.clone(),
+        clock.clone(),
+        config.journal_retention_ms,
+        config.dedup_horizon_ms,
+    ));
 
-    let state = Arc::new(AppState { sources: config.sources.clone(), journal, store: store.clone(), clock });
+    let state = Arc::new(AppState {
+        sources: config.sources.clone(),
+        journal,
+        store: store.clone(),
+        clock,
+    });
     let app = router(state, config.max_body_bytes);
     let addr = listen.unwrap_or(config.listen);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, config = %config.path.display(), "listening");
 
@@ -91,7 +128,12 @@ pub async fn start(config: Config, clock: Clock, listen: Option<SocketAddr>) -> 
             tracing::error!(error = %error, "HTTP server failed");
         }
     });
-    Ok(Running { addr, store, shutdown, server })
+    Ok(Running {
+        addr,
+        store,
+        shutdown,
+        server,
+    })
 }
 
 async fn prune_forever(store: Store, clock: Clock, retention_ms: i64, dedup_horizon_ms: i64) {
@@ -99,8 +141,13 @@ async fn prune_forever(store: Store, clock: Clock, retention_ms: i64, dedup_hori
     loop {
         ticker.tick().await;
         let now = clock();
-        match store.prune(now - retention_ms, (now - dedup_horizon_ms) / 1000).await {
-            Ok((batches, keys)) if batches + keys > 0 => tracing::debug!(batches, keys, "journal pruned"),
+        match store
+            .prune(now - retention_ms, (now - dedup_horizon_ms) / 1000)
+            .await
+        {
+            Ok((batches, keys)) if batches + keys > 0 => {
+                tracing::debug!(batches, keys, "journal pruned")
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "journal pruning failed; will retry"),
         }

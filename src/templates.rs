@@ -26,8 +26,16 @@ pub enum Context {
 
 /// Templates shipped with the binary: (name, context, source).
 const BUILT_IN: &[(&str, Context, &str)] = &[
-    ("slack", Context::SlackJson, include_str!("../templates/slack.json.hbs")),
-    ("log", Context::Text, include_str!("../templates/log.txt.hbs")),
+    (
+        "slack",
+        Context::SlackJson,
+        include_str!("../templates/slack.json.hbs"),
+    ),
+    (
+        "log",
+        Context::Text,
+        include_str!("../templates/log.txt.hbs"),
+    ),
 ];
 
 /// Escapes for Slack mrkdwn: Slack decodes exactly `&amp; &lt; &gt;`, so these three
@@ -70,11 +78,18 @@ impl Templates {
     /// name: `slack.json.hbs` and `slack.hbs` both define `slack`).
     pub fn load(dir: Option<&Path>) -> Result<Self, TemplateError> {
         let mut registries = BTreeMap::new();
-        for context in [Context::Text, Context::SlackJson, Context::Json, Context::Html] {
+        for context in [
+            Context::Text,
+            Context::SlackJson,
+            Context::Json,
+            Context::Html,
+        ] {
             let mut registry = Handlebars::new();
             match context {
                 Context::Text => registry.register_escape_fn(handlebars::no_escape),
-                Context::SlackJson => registry.register_escape_fn(|s| escape_json(&escape_mrkdwn(s))),
+                Context::SlackJson => {
+                    registry.register_escape_fn(|s| escape_json(&escape_mrkdwn(s)))
+                }
                 Context::Json => registry.register_escape_fn(escape_json),
                 Context::Html => registry.register_escape_fn(handlebars::html_escape),
             }
@@ -91,11 +106,16 @@ impl Templates {
             })?;
             let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
-            for path in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "hbs")) {
+            for path in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|x| x == "hbs"))
+            {
                 let file = path.file_name().unwrap_or_default().to_string_lossy();
                 let name = file.split('.').next().unwrap_or_default().to_string();
-                let source = std::fs::read_to_string(path)
-                    .map_err(|e| TemplateError { name: name.clone(), message: format!("{}: {e}", path.display()) })?;
+                let source = std::fs::read_to_string(path).map_err(|e| TemplateError {
+                    name: name.clone(),
+                    message: format!("{}: {e}", path.display()),
+                })?;
                 templates.register_everywhere(&name, &source)?;
             }
         }
@@ -106,7 +126,10 @@ impl Templates {
         for registry in self.registries.values_mut() {
             registry
                 .register_template_string(name, source)
-                .map_err(|e| TemplateError { name: name.to_string(), message: e.to_string() })?;
+                .map_err(|e| TemplateError {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                })?;
         }
         Ok(())
     }
@@ -121,10 +144,18 @@ impl Templates {
     }
 
     /// Renders template `name` for `context` with `data`.
-    pub fn render(&self, name: &str, context: Context, data: &impl serde::Serialize) -> Result<String, TemplateError> {
+    pub fn render(
+        &self,
+        name: &str,
+        context: Context,
+        data: &impl serde::Serialize,
+    ) -> Result<String, TemplateError> {
         self.registries[&context]
             .render(name, data)
-            .map_err(|e| TemplateError { name: name.to_string(), message: e.to_string() })
+            .map_err(|e| TemplateError {
+                name: name.to_string(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -135,9 +166,15 @@ mod tests {
     /// Field case B30: the escaping follows the output channel.
     #[test]
     fn b30_escaping_by_channel() {
-        let summary = r#"Can't reach db1.example.com: p99 > 2s && errors < 5% (threshold="x=1") <!channel>"#;
+        let summary =
+            r#"Can't reach db1.example.com: p99 > 2s && errors < 5% (threshold="x=1") <!channel>"#;
         let mut templates = Templates::load(None).unwrap();
-        templates.register_inline("t", r#"{"text":"{{summary}} <https://console.example/a?b=1|open>"}"#).unwrap();
+        templates
+            .register_inline(
+                "t",
+                r#"{"text":"{{summary}} <https://console.example/a?b=1|open>"}"#,
+            )
+            .unwrap();
         let data = serde_json::json!({ "summary": summary });
 
         let slack = templates.render("t", Context::SlackJson, &data).unwrap();
@@ -155,12 +192,20 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert!(parsed["text"].as_str().unwrap().starts_with(summary));
 
-        templates.register_inline("h", "<p>{{summary}}</p>").unwrap();
+        templates
+            .register_inline("h", "<p>{{summary}}</p>")
+            .unwrap();
         let html = templates.render("h", Context::Html, &data).unwrap();
-        assert!(html.contains("p99 &gt; 2s &amp;&amp; errors &lt; 5%"), "{html}");
+        assert!(
+            html.contains("p99 &gt; 2s &amp;&amp; errors &lt; 5%"),
+            "{html}"
+        );
         assert!(html.contains("&lt;!channel&gt;"));
 
         templates.register_inline("plain", "{{summary}}").unwrap();
-        assert_eq!(templates.render("plain", Context::Text, &data).unwrap(), summary);
+        assert_eq!(
+            templates.render("plain", Context::Text, &data).unwrap(),
+            summary
+        );
     }
 }

@@ -30,9 +30,11 @@ pub struct Route {
 
 impl Route {
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matchers
-            .iter()
-            .all(|(name, values)| labels.get(name).is_some_and(|v| values.iter().any(|x| x == v)))
+        self.matchers.iter().all(|(name, values)| {
+            labels
+                .get(name)
+                .is_some_and(|v| values.iter().any(|x| x == v))
+        })
     }
 }
 
@@ -81,7 +83,13 @@ pub struct Notification {
 impl Notification {
     /// The key that makes a delivery to `contact` happen once per decision.
     pub fn idempotency_key(&self, contact: &str) -> String {
-        format!("{}/{}/{}/{}", self.fingerprint, self.status.as_str(), self.at_ms, contact)
+        format!(
+            "{}/{}/{}/{}",
+            self.fingerprint,
+            self.status.as_str(),
+            self.at_ms,
+            contact
+        )
     }
 }
 
@@ -115,15 +123,26 @@ pub struct AlertBook {
 
 impl AlertBook {
     pub fn new(routes: Arc<[Route]>, templates: Arc<Templates>, trace_url: Option<String>) -> Self {
-        Self { alerts: HashMap::new(), routes, templates, trace_url }
+        Self {
+            alerts: HashMap::new(),
+            routes,
+            templates,
+            trace_url,
+        }
     }
 
     /// Restores states saved by the runner.
     pub fn restore(&mut self, rows: Vec<AlertRow>) -> Result<(), String> {
         for row in rows {
-            let labels = serde_json::from_str(&row.labels).map_err(|e| format!("alert {}: labels: {e}", row.fingerprint))?;
-            let notified = serde_json::from_str(&row.notified).map_err(|e| format!("alert {}: notified: {e}", row.fingerprint))?;
-            let status = if row.status == "firing" { Status::Firing } else { Status::Resolved };
+            let labels = serde_json::from_str(&row.labels)
+                .map_err(|e| format!("alert {}: labels: {e}", row.fingerprint))?;
+            let notified = serde_json::from_str(&row.notified)
+                .map_err(|e| format!("alert {}: notified: {e}", row.fingerprint))?;
+            let status = if row.status == "firing" {
+                Status::Firing
+            } else {
+                Status::Resolved
+            };
             self.alerts.insert(
                 row.fingerprint,
                 AlertState {
@@ -141,16 +160,24 @@ impl AlertBook {
     }
 
     pub fn is_firing(&self, fingerprint: &str) -> bool {
-        self.alerts.get(fingerprint).is_some_and(|a| a.status == Status::Firing)
+        self.alerts
+            .get(fingerprint)
+            .is_some_and(|a| a.status == Status::Firing)
     }
 
     pub fn firing_count(&self) -> usize {
-        self.alerts.values().filter(|a| a.status == Status::Firing).count()
+        self.alerts
+            .values()
+            .filter(|a| a.status == Status::Firing)
+            .count()
     }
 
     /// Decides what each outcome means at `now_ms`.
     pub fn apply(&mut self, outcomes: Vec<GroupOutcome>, now_ms: i64) -> Vec<Change> {
-        outcomes.into_iter().filter_map(|o| self.apply_one(o, now_ms)).collect()
+        outcomes
+            .into_iter()
+            .filter_map(|o| self.apply_one(o, now_ms))
+            .collect()
     }
 
     fn apply_one(&mut self, outcome: GroupOutcome, now_ms: i64) -> Option<Change> {
@@ -159,15 +186,18 @@ impl AlertBook {
         labels.insert("severity".into(), outcome.rule.severity.as_str().into());
         let routes: Vec<usize> = self.matching_routes(&labels);
 
-        let state = self.alerts.entry(outcome.fingerprint.clone()).or_insert_with(|| AlertState {
-            rule: outcome.rule.name.clone(),
-            labels: labels.clone(),
-            status: Status::Resolved,
-            started_ms: now_ms,
-            resolved_ms: None,
-            seq: 0,
-            notified: BTreeMap::new(),
-        });
+        let state = self
+            .alerts
+            .entry(outcome.fingerprint.clone())
+            .or_insert_with(|| AlertState {
+                rule: outcome.rule.name.clone(),
+                labels: labels.clone(),
+                status: Status::Resolved,
+                started_ms: now_ms,
+                resolved_ms: None,
+                seq: 0,
+                notified: BTreeMap::new(),
+            });
 
         let mut send_to: Vec<usize> = Vec::new();
         let mut repeat = false;
@@ -264,11 +294,24 @@ impl AlertBook {
         contacts: Vec<String>,
         now_ms: i64,
     ) -> Notification {
-        let event: Option<serde_json::Value> =
-            outcome.last_event.as_ref().and_then(|e| serde_json::from_str(&e.raw).ok());
-        let trace_url = match (&self.trace_url, outcome.last_event.as_ref().and_then(|e| e.traceparent.as_deref())) {
-            (Some(pattern), Some(traceparent)) => crate::event::parse_traceparent(traceparent)
-                .map(|t| pattern.replace("{trace_id}", &t.trace_id).replace("{span_id}", &t.span_id)),
+        let event: Option<serde_json::Value> = outcome
+            .last_event
+            .as_ref()
+            .and_then(|e| serde_json::from_str(&e.raw).ok());
+        let trace_url = match (
+            &self.trace_url,
+            outcome
+                .last_event
+                .as_ref()
+                .and_then(|e| e.traceparent.as_deref()),
+        ) {
+            (Some(pattern), Some(traceparent)) => {
+                crate::event::parse_traceparent(traceparent).map(|t| {
+                    pattern
+                        .replace("{trace_id}", &t.trace_id)
+                        .replace("{span_id}", &t.span_id)
+                })
+            }
             _ => None,
         };
         let rule = &outcome.rule;
@@ -289,7 +332,10 @@ impl AlertBook {
                 fallback
             })
         };
-        let summary = render("summary", format!("{}: {}", rule.name, outcome.facts.measure));
+        let summary = render(
+            "summary",
+            format!("{}: {}", rule.name, outcome.facts.measure),
+        );
         let description = render("description", String::new());
         Notification {
             fingerprint: outcome.fingerprint.clone(),
@@ -362,7 +408,15 @@ mod tests {
         let minute = 60_000;
         let mut firing = 0;
         let mut resolved = 0;
-        for (t, holds) in [(0, true), (1, true), (5, false), (10, true), (15, false), (20, true), (21, true)] {
+        for (t, holds) in [
+            (0, true),
+            (1, true),
+            (5, false),
+            (10, true),
+            (15, false),
+            (20, true),
+            (21, true),
+        ] {
             for change in book.apply(vec![outcome(holds)], t * minute) {
                 for n in change.notifications {
                     match n.status {
@@ -376,7 +430,10 @@ mod tests {
 
         let later = book.apply(vec![outcome(true)], 20 * minute + 3 * 3_600_000);
         assert_eq!(later.len(), 1);
-        assert!(later[0].notifications[0].repeat, "after repeat_interval the reminder goes out");
+        assert!(
+            later[0].notifications[0].repeat,
+            "after repeat_interval the reminder goes out"
+        );
     }
 
     #[test]

@@ -33,11 +33,17 @@ pub struct Runner {
 impl Runner {
     /// Restores alert state and refills the windows from journal batches within the
     /// longest lookback, then evaluates once. Returns the number of events replayed.
-    pub async fn rebuild(&mut self, sources: &HashMap<String, Source>) -> Result<usize, StoreError> {
+    pub async fn rebuild(
+        &mut self,
+        sources: &HashMap<String, Source>,
+    ) -> Result<usize, StoreError> {
         self.book
             .restore(self.store.load_alerts().await?)
             .map_err(StoreError::Corrupt)?;
         let now = (self.clock)();
+        // FIXME: this re-reads every batch within the longest lookback, so start-up
+        // time grows with traffic; periodic snapshots of the window state plus the
+        // journal tail after them would bound it.
         let since = now - self.engine.lookback_ms();
         let mut after_id = 0;
         let mut replayed = 0;
@@ -58,7 +64,10 @@ impl Runner {
                     }
                 };
                 for event in parsed.events {
-                    let accepted = batch.accepted.as_ref().is_none_or(|a| a.contains(&event.position));
+                    let accepted = batch
+                        .accepted
+                        .as_ref()
+                        .is_none_or(|a| a.contains(&event.position));
                     if accepted {
                         self.engine.observe(event.event, batch.received_ms);
                         replayed += 1;
@@ -66,7 +75,9 @@ impl Runner {
                 }
             }
         }
-        let outcomes = self.engine.evaluate(now, false, |fp| self.book.is_firing(fp));
+        let outcomes = self
+            .engine
+            .evaluate(now, false, |fp| self.book.is_firing(fp));
         let changes = self.book.apply(outcomes, now);
         self.persist(changes, now).await?;
         Ok(replayed)
@@ -93,7 +104,9 @@ impl Runner {
                 _ = ticker.tick() => false,
             };
             let now = (self.clock)();
-            let outcomes = self.engine.evaluate(now, only_dirty, |fp| self.book.is_firing(fp));
+            let outcomes = self
+                .engine
+                .evaluate(now, only_dirty, |fp| self.book.is_firing(fp));
             if outcomes.is_empty() {
                 continue;
             }
@@ -125,7 +138,11 @@ impl Runner {
             for notification in &change.notifications {
                 let body = serde_json::to_string(notification).expect("notifications serialise");
                 for contact in &notification.contacts {
-                    let deadline = self.deadlines_ms.get(contact).copied().unwrap_or(6 * 3_600_000);
+                    let deadline = self
+                        .deadlines_ms
+                        .get(contact)
+                        .copied()
+                        .unwrap_or(6 * 3_600_000);
                     outbox.push(OutboxInsert {
                         idempotency_key: notification.idempotency_key(contact),
                         contact: contact.clone(),
@@ -137,7 +154,9 @@ impl Runner {
             }
             rows.push(change.row);
         }
-        self.store.apply_alert_changes(&rows, &outbox, now_ms).await?;
+        self.store
+            .apply_alert_changes(&rows, &outbox, now_ms)
+            .await?;
         for insert in &outbox {
             if let Some(waker) = self.wakers.get(&insert.contact) {
                 waker.notify_one();

@@ -65,9 +65,13 @@ impl Config {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let fail = |message: String| ConfigError { file: file.clone(), issues: vec![message] };
+        let fail = |message: String| ConfigError {
+            file: file.clone(),
+            issues: vec![message],
+        };
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        let deserializer = toml::Deserializer::parse(&text).map_err(|e| fail(toml_error(&text, &e)))?;
+        let deserializer =
+            toml::Deserializer::parse(&text).map_err(|e| fail(toml_error(&text, &e)))?;
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
@@ -82,20 +86,48 @@ impl Config {
         let mut issues = Issues::default();
         let mut warnings = Vec::new();
 
-        let listen_text = env_value(raw.server.listen.as_deref().unwrap_or("127.0.0.1:9477"), "server.listen", &mut issues);
+        let listen_text = env_value(
+            raw.server.listen.as_deref().unwrap_or("127.0.0.1:9477"),
+            "server.listen",
+            &mut issues,
+        );
         let listen = listen_text.parse().unwrap_or_else(|_| {
-            issues.add("server.listen", format!("expected host:port such as \"127.0.0.1:9477\", found {listen_text:?}"));
+            issues.add(
+                "server.listen",
+                format!("expected host:port such as \"127.0.0.1:9477\", found {listen_text:?}"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
         let max_body_bytes = raw.server.max_body_bytes.unwrap_or(16 * 1024 * 1024) as usize;
         if max_body_bytes < 1024 {
-            issues.add("server.max_body_bytes", format!("expected at least 1024, found {max_body_bytes}"));
+            issues.add(
+                "server.max_body_bytes",
+                format!("expected at least 1024, found {max_body_bytes}"),
+            );
         }
-        let eval_interval_ms = duration(raw.server.eval_interval.as_deref(), "server.eval_interval", 1_000, &mut issues);
-        let store_path = base.join(env_value(raw.store.path.as_deref().unwrap_or("backchannel.db"), "store.path", &mut issues));
-        let dedup_horizon_ms = duration(raw.store.dedup_horizon.as_deref(), "store.dedup_horizon", 72 * 3_600_000, &mut issues);
-        let journal_retention_ms =
-            duration(raw.store.journal_retention.as_deref(), "store.journal_retention", 48 * 3_600_000, &mut issues);
+        let eval_interval_ms = duration(
+            raw.server.eval_interval.as_deref(),
+            "server.eval_interval",
+            1_000,
+            &mut issues,
+        );
+        let store_path = base.join(env_value(
+            raw.store.path.as_deref().unwrap_or("backchannel.db"),
+            "store.path",
+            &mut issues,
+        ));
+        let dedup_horizon_ms = duration(
+            raw.store.dedup_horizon.as_deref(),
+            "store.dedup_horizon",
+            72 * 3_600_000,
+            &mut issues,
+        );
+        let journal_retention_ms = duration(
+            raw.store.journal_retention.as_deref(),
+            "store.journal_retention",
+            48 * 3_600_000,
+            &mut issues,
+        );
         let queue_batches = raw.journal.queue_batches.unwrap_or(256);
         let max_group_events = raw.journal.max_group_events.unwrap_or(50_000);
         if queue_batches == 0 {
@@ -110,16 +142,30 @@ impl Config {
                 Templates::load(None).expect("built-in templates compile")
             }
         };
-        let trace_url = raw.links.trace_url.as_deref().map(|u| env_value(u, "links.trace_url", &mut issues));
-        if let Some(url) = &trace_url {
-            if !url.contains("{trace_id}") {
-                issues.add("links.trace_url", format!("expected a URL containing {{trace_id}}, found {url:?}"));
-            }
+        let trace_url = raw
+            .links
+            .trace_url
+            .as_deref()
+            .map(|u| env_value(u, "links.trace_url", &mut issues));
+        if let Some(url) = &trace_url
+            && !url.contains("{trace_id}")
+        {
+            issues.add(
+                "links.trace_url",
+                format!("expected a URL containing {{trace_id}}, found {url:?}"),
+            );
         }
 
         let sources = check_sources(raw.sources, &mut issues, &mut warnings);
-        let (contacts, disabled) = check_contacts(raw.contacts, &templates, &mut issues, &mut warnings);
-        let rules = check_rules(raw.rules, &sources, &mut templates, &mut issues, &mut warnings);
+        let (contacts, disabled) =
+            check_contacts(raw.contacts, &templates, &mut issues, &mut warnings);
+        let rules = check_rules(
+            raw.rules,
+            &sources,
+            &mut templates,
+            &mut issues,
+            &mut warnings,
+        );
         let mut used = HashSet::new();
         let mut routes = Vec::new();
         for (index, route) in raw.routes.into_iter().enumerate() {
@@ -132,20 +178,38 @@ impl Config {
                     used.insert(name.clone());
                     route_contacts.push(name);
                 } else {
-                    issues.add(format!("{key}.contacts"), format!("no contact named {name:?} (contacts: {})", names(contacts.iter().map(|c| &c.name))));
+                    issues.add(
+                        format!("{key}.contacts"),
+                        format!(
+                            "no contact named {name:?} (contacts: {})",
+                            names(contacts.iter().map(|c| &c.name))
+                        ),
+                    );
                 }
             }
             routes.push(Route {
-                matchers: route.matchers.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+                matchers: route
+                    .matchers
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_vec()))
+                    .collect(),
                 contacts: route_contacts,
-                repeat_interval_ms: duration(route.repeat_interval.as_deref(), &format!("{key}.repeat_interval"), 4 * 3_600_000, &mut issues),
+                repeat_interval_ms: duration(
+                    route.repeat_interval.as_deref(),
+                    &format!("{key}.repeat_interval"),
+                    4 * 3_600_000,
+                    &mut issues,
+                ),
                 send_resolved: route.send_resolved.unwrap_or(true),
                 continue_matching: route.continue_matching.unwrap_or(false),
             });
         }
         for contact in &contacts {
             if !used.contains(&contact.name) {
-                warnings.push(format!("contacts.{}: no route sends to this contact", contact.name));
+                warnings.push(format!(
+                    "contacts.{}: no route sends to this contact",
+                    contact.name
+                ));
             }
         }
         if !rules.is_empty() && routes.is_empty() {
@@ -155,7 +219,11 @@ impl Config {
         if journal_retention_ms < lookback {
             issues.add(
                 "store.journal_retention",
-                format!("expected at least the longest rule lookback ({}), found {}", crate::rules::engine::duration_text(lookback), crate::rules::engine::duration_text(journal_retention_ms)),
+                format!(
+                    "expected at least the longest rule lookback ({}), found {}",
+                    crate::rules::engine::duration_text(lookback),
+                    crate::rules::engine::duration_text(journal_retention_ms)
+                ),
             );
         }
 
@@ -185,7 +253,11 @@ impl Config {
 
 fn names<'a>(items: impl Iterator<Item = &'a String>) -> String {
     let list: Vec<&str> = items.map(String::as_str).collect();
-    if list.is_empty() { "none".into() } else { list.join(", ") }
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }
 
 fn toml_error(text: &str, error: &toml::de::Error) -> String {
@@ -206,7 +278,10 @@ fn env_value(value: &str, key: &str, issues: &mut Issues) -> String {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let Some(end) = rest[start..].find('}') else {
-            issues.add(key, "expected ${NAME} or ${NAME:-default}, found an unclosed ${");
+            issues.add(
+                key,
+                "expected ${NAME} or ${NAME:-default}, found an unclosed ${",
+            );
             return out;
         };
         let inner = &rest[start + 2..start + end];
@@ -230,44 +305,84 @@ fn duration(text: Option<&str>, key: &str, default_ms: i64, issues: &mut Issues)
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => d.as_millis() as i64,
         _ => {
-            issues.add(key, format!("expected a duration such as \"10m\" or \"24h\", found {text:?}"));
+            issues.add(
+                key,
+                format!("expected a duration such as \"10m\" or \"24h\", found {text:?}"),
+            );
             default_ms
         }
     }
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn check_sources(raw: BTreeMap<String, RawSource>, issues: &mut Issues, warnings: &mut Vec<String>) -> HashMap<String, Source> {
+fn check_sources(
+    raw: BTreeMap<String, RawSource>,
+    issues: &mut Issues,
+    warnings: &mut Vec<String>,
+) -> HashMap<String, Source> {
     let mut sources = HashMap::new();
     for (id, source) in raw {
         let key = format!("sources.{id}");
         if !valid_id(&id) {
-            issues.add(&key, "expected an id of letters, digits, '-' and '_' (it becomes part of a URL)");
+            issues.add(
+                &key,
+                "expected an id of letters, digits, '-' and '_' (it becomes part of a URL)",
+            );
         }
         let kind = match source {
-            RawSource::Sendgrid { verification_key, max_timestamp_skew } => {
-                let text = verification_key.map(|k| env_value(&k, &format!("{key}.verification_key"), issues));
-                let verification_key = match text.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            RawSource::Sendgrid {
+                verification_key,
+                max_timestamp_skew,
+            } => {
+                let text = verification_key
+                    .map(|k| env_value(&k, &format!("{key}.verification_key"), issues));
+                let verification_key = match text
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                {
                     None => {
-                        warnings.push(format!("{key}: no verification_key, so unsigned batches are accepted"));
+                        warnings.push(format!(
+                            "{key}: no verification_key, so unsigned batches are accepted"
+                        ));
                         None
                     }
-                    Some(text) => match VerificationKey::from_base64(text) {
-                        Ok(k) => Some(k),
-                        Err(e) => {
-                            issues.add(format!("{key}.verification_key"), format!("expected the base64 public key SendGrid shows, but it is {e}"));
-                            None
+                    Some(text) => {
+                        match VerificationKey::from_base64(text) {
+                            Ok(k) => Some(k),
+                            Err(e) => {
+                                issues.add(format!("{key}.verification_key"), format!("expected the base64 public key SendGrid shows, but it is {e}"));
+                                None
+                            }
                         }
-                    },
+                    }
                 };
-                let max_skew_secs = duration(max_timestamp_skew.as_deref(), &format!("{key}.max_timestamp_skew"), 600_000, issues) / 1000;
-                SourceKind::SendGrid { verification_key, max_skew_secs }
+                let max_skew_secs = duration(
+                    max_timestamp_skew.as_deref(),
+                    &format!("{key}.max_timestamp_skew"),
+                    600_000,
+                    issues,
+                ) / 1000;
+                SourceKind::SendGrid {
+                    verification_key,
+                    max_skew_secs,
+                }
             }
         };
-        sources.insert(id.clone(), Source { id: Arc::from(id.as_str()), kind });
+        sources.insert(
+            id.clone(),
+            Source {
+                id: Arc::from(id.as_str()),
+                kind,
+            },
+        );
     }
     sources
 }
@@ -285,44 +400,90 @@ fn check_contacts(
         let mut template_of = |template: Option<String>, default: &str| {
             let template = template.unwrap_or_else(|| default.to_string());
             if !templates.has(&template) {
-                issues.add(format!("{key}.template"), format!("no template named {template:?}"));
+                issues.add(
+                    format!("{key}.template"),
+                    format!("no template named {template:?}"),
+                );
             }
             template
         };
         let (kind, deadline) = match contact {
-            RawContact::Log { template } => (ContactKind::Log(LogContact { template: template_of(template, "log") }), None),
-            RawContact::Slack { token, channel, webhook_url, api_url, template, resolve, max_description_chars, delivery_deadline } => {
+            RawContact::Log { template } => (
+                ContactKind::Log(LogContact {
+                    template: template_of(template, "log"),
+                }),
+                None,
+            ),
+            RawContact::Slack {
+                token,
+                channel,
+                webhook_url,
+                api_url,
+                template,
+                resolve,
+                max_description_chars,
+                delivery_deadline,
+            } => {
                 let template = template_of(template, "slack");
-                let token = token.map(|t| env_value(&t, &format!("{key}.token"), issues)).filter(|t| !t.trim().is_empty());
-                let webhook_url = webhook_url.map(|u| env_value(&u, &format!("{key}.webhook_url"), issues)).filter(|u| !u.trim().is_empty());
-                let api_url = env_value(api_url.as_deref().unwrap_or("https://slack.com/api"), &format!("{key}.api_url"), issues);
+                let token = token
+                    .map(|t| env_value(&t, &format!("{key}.token"), issues))
+                    .filter(|t| !t.trim().is_empty());
+                let webhook_url = webhook_url
+                    .map(|u| env_value(&u, &format!("{key}.webhook_url"), issues))
+                    .filter(|u| !u.trim().is_empty());
+                let api_url = env_value(
+                    api_url.as_deref().unwrap_or("https://slack.com/api"),
+                    &format!("{key}.api_url"),
+                    issues,
+                );
                 if url::Url::parse(&api_url).is_err() {
-                    issues.add(format!("{key}.api_url"), format!("expected a URL, found {api_url:?}"));
+                    issues.add(
+                        format!("{key}.api_url"),
+                        format!("expected a URL, found {api_url:?}"),
+                    );
                 }
                 let resolve = match resolve.as_deref().unwrap_or("update") {
                     "update" => ResolveMode::Update,
                     "thread" => ResolveMode::Thread,
                     other => {
-                        issues.add(format!("{key}.resolve"), format!("expected \"update\" or \"thread\", found {other:?}"));
+                        issues.add(
+                            format!("{key}.resolve"),
+                            format!("expected \"update\" or \"thread\", found {other:?}"),
+                        );
                         ResolveMode::Update
                     }
                 };
                 let target = match (token, webhook_url) {
                     (Some(_), Some(_)) => {
-                        issues.add(&key, "expected either token (with channel) or webhook_url, found both");
+                        issues.add(
+                            &key,
+                            "expected either token (with channel) or webhook_url, found both",
+                        );
                         continue;
                     }
                     (None, None) => {
-                        warnings.push(format!("{key}: disabled, since neither token nor webhook_url is set"));
+                        warnings.push(format!(
+                            "{key}: disabled, since neither token nor webhook_url is set"
+                        ));
                         disabled.insert(name);
                         continue;
                     }
                     (Some(token), None) => {
-                        let Some(channel) = channel.map(|c| env_value(&c, &format!("{key}.channel"), issues)).filter(|c| !c.is_empty()) else {
-                            issues.add(format!("{key}.channel"), "expected a channel name or id to go with the token");
+                        let Some(channel) = channel
+                            .map(|c| env_value(&c, &format!("{key}.channel"), issues))
+                            .filter(|c| !c.is_empty())
+                        else {
+                            issues.add(
+                                format!("{key}.channel"),
+                                "expected a channel name or id to go with the token",
+                            );
                             continue;
                         };
-                        Target::Api { token: slack_morphism::prelude::SlackApiToken::new(token.into()), channel, resolve }
+                        Target::Api {
+                            token: slack_morphism::prelude::SlackApiToken::new(token.into()),
+                            channel,
+                            resolve,
+                        }
                     }
                     (None, Some(url)) => match url::Url::parse(&url) {
                         Ok(url) => Target::Webhook { url },
@@ -333,24 +494,52 @@ fn check_contacts(
                     },
                 };
                 let max_description = max_description_chars.unwrap_or(3000);
-                (ContactKind::Slack(Box::new(SlackContact::new(&api_url, target, template, max_description))), delivery_deadline)
+                (
+                    ContactKind::Slack(Box::new(SlackContact::new(
+                        &api_url,
+                        target,
+                        template,
+                        max_description,
+                    ))),
+                    delivery_deadline,
+                )
             }
         };
-        let deadline_ms = duration(deadline.as_deref(), &format!("{key}.delivery_deadline"), 6 * 3_600_000, issues);
-        contacts.push(Arc::new(Contact { name, kind, deadline_ms }));
+        let deadline_ms = duration(
+            deadline.as_deref(),
+            &format!("{key}.delivery_deadline"),
+            6 * 3_600_000,
+            issues,
+        );
+        contacts.push(Arc::new(Contact {
+            name,
+            kind,
+            deadline_ms,
+        }));
     }
     (contacts, disabled)
 }
 
-fn check_matcher(raw: RawMatcher, key: &str, sources: &HashMap<String, Source>, issues: &mut Issues) -> Matcher {
+fn check_matcher(
+    raw: RawMatcher,
+    key: &str,
+    sources: &HashMap<String, Source>,
+    issues: &mut Issues,
+) -> Matcher {
     for source in &raw.sources {
         if !sources.contains_key(source) {
-            issues.add(format!("{key}.sources"), format!("no source named {source:?}"));
+            issues.add(
+                format!("{key}.sources"),
+                format!("no source named {source:?}"),
+            );
         }
     }
     for kind in &raw.kinds {
         if !kind.contains('.') {
-            issues.add(format!("{key}.kinds"), format!("expected a kind such as \"sendgrid.dropped\", found {kind:?}"));
+            issues.add(
+                format!("{key}.kinds"),
+                format!("expected a kind such as \"sendgrid.dropped\", found {kind:?}"),
+            );
         }
     }
     let label_patterns = raw
@@ -359,7 +548,10 @@ fn check_matcher(raw: RawMatcher, key: &str, sources: &HashMap<String, Source>, 
         .filter_map(|(label, pattern)| match regex_lite::Regex::new(&pattern) {
             Ok(regex) => Some((label, regex)),
             Err(e) => {
-                issues.add(format!("{key}.label_patterns.{label}"), format!("expected a regular expression: {e}"));
+                issues.add(
+                    format!("{key}.label_patterns.{label}"),
+                    format!("expected a regular expression: {e}"),
+                );
                 None
             }
         })
@@ -367,7 +559,11 @@ fn check_matcher(raw: RawMatcher, key: &str, sources: &HashMap<String, Source>, 
     Matcher {
         kinds: raw.kinds,
         sources: raw.sources,
-        labels: raw.labels.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+        labels: raw
+            .labels
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect(),
         label_patterns,
     }
 }
@@ -386,85 +582,169 @@ fn check_rules(
         if rule.name.trim().is_empty() {
             issues.add(format!("{key}.name"), "expected a non-empty name");
         } else if !seen.insert(rule.name.clone()) {
-            issues.add(format!("{key}.name"), format!("another rule is already named {:?}", rule.name));
+            issues.add(
+                format!("{key}.name"),
+                format!("another rule is already named {:?}", rule.name),
+            );
         }
         let matcher = check_matcher(rule.matcher, &format!("{key}.match"), sources, issues);
         if matcher.kinds.is_empty() {
-            warnings.push(format!("{key} ({}): match.kinds is empty, so every event counts", rule.name));
+            warnings.push(format!(
+                "{key} ({}): match.kinds is empty, so every event counts",
+                rule.name
+            ));
         }
         let severity = match rule.severity.as_deref().unwrap_or("warning") {
             "info" => Severity::Info,
             "warning" => Severity::Warning,
             "critical" => Severity::Critical,
             other => {
-                issues.add(format!("{key}.severity"), format!("expected \"info\", \"warning\" or \"critical\", found {other:?}"));
+                issues.add(
+                    format!("{key}.severity"),
+                    format!("expected \"info\", \"warning\" or \"critical\", found {other:?}"),
+                );
                 Severity::Warning
             }
         };
         let resolve_ratio = rule.resolve_ratio.unwrap_or(0.8);
         if !(resolve_ratio > 0.0 && resolve_ratio <= 1.0) {
-            issues.add(format!("{key}.resolve_ratio"), format!("expected a fraction in (0, 1], found {resolve_ratio}"));
+            issues.add(
+                format!("{key}.resolve_ratio"),
+                format!("expected a fraction in (0, 1], found {resolve_ratio}"),
+            );
         }
-        let window = |issues: &mut Issues, default: Option<i64>| match (rule.window.as_deref(), default) {
-            (None, None) => {
-                issues.add(format!("{key}.window"), format!("expected a duration for a {} rule", rule.kind));
-                60_000
-            }
-            (text, default) => duration(text, &format!("{key}.window"), default.unwrap_or(0), issues),
-        };
+        let window =
+            |issues: &mut Issues, default: Option<i64>| match (rule.window.as_deref(), default) {
+                (None, None) => {
+                    issues.add(
+                        format!("{key}.window"),
+                        format!("expected a duration for a {} rule", rule.kind),
+                    );
+                    60_000
+                }
+                (text, default) => {
+                    duration(text, &format!("{key}.window"), default.unwrap_or(0), issues)
+                }
+            };
         let positive = |issues: &mut Issues, name: &str, value: Option<f64>| match value {
             Some(v) if v > 0.0 && v.is_finite() => v,
             Some(v) => {
-                issues.add(format!("{key}.{name}"), format!("expected a positive number, found {v}"));
+                issues.add(
+                    format!("{key}.{name}"),
+                    format!("expected a positive number, found {v}"),
+                );
                 1.0
             }
             None => {
-                issues.add(format!("{key}.{name}"), format!("expected a number for a {} rule", rule.kind));
+                issues.add(
+                    format!("{key}.{name}"),
+                    format!("expected a number for a {} rule", rule.kind),
+                );
                 1.0
             }
         };
         let unexpected = |issues: &mut Issues, names: &[(&str, bool)]| {
             for (name, present) in names {
                 if *present {
-                    issues.add(format!("{key}.{name}"), format!("does not apply to a {} rule", rule.kind));
+                    issues.add(
+                        format!("{key}.{name}"),
+                        format!("does not apply to a {} rule", rule.kind),
+                    );
                 }
             }
         };
         let kind = match rule.kind.as_str() {
             "each" => {
-                unexpected(issues, &[("threshold", rule.threshold.is_some()), ("base", rule.base.is_some()), ("factor", rule.factor.is_some()), ("baseline", rule.baseline.is_some()), ("min_ratio", rule.min_ratio.is_some())]);
-                RuleKind::Each { window_ms: window(issues, Some(300_000)) }
+                unexpected(
+                    issues,
+                    &[
+                        ("threshold", rule.threshold.is_some()),
+                        ("base", rule.base.is_some()),
+                        ("factor", rule.factor.is_some()),
+                        ("baseline", rule.baseline.is_some()),
+                        ("min_ratio", rule.min_ratio.is_some()),
+                    ],
+                );
+                RuleKind::Each {
+                    window_ms: window(issues, Some(300_000)),
+                }
             }
             "threshold" => {
-                unexpected(issues, &[("base", rule.base.is_some()), ("factor", rule.factor.is_some()), ("baseline", rule.baseline.is_some()), ("min_ratio", rule.min_ratio.is_some())]);
-                RuleKind::Threshold { window_ms: window(issues, None), min: positive(issues, "threshold", rule.threshold) }
+                unexpected(
+                    issues,
+                    &[
+                        ("base", rule.base.is_some()),
+                        ("factor", rule.factor.is_some()),
+                        ("baseline", rule.baseline.is_some()),
+                        ("min_ratio", rule.min_ratio.is_some()),
+                    ],
+                );
+                RuleKind::Threshold {
+                    window_ms: window(issues, None),
+                    min: positive(issues, "threshold", rule.threshold),
+                }
             }
             "ratio" => {
-                unexpected(issues, &[("threshold", rule.threshold.is_some()), ("factor", rule.factor.is_some()), ("baseline", rule.baseline.is_some())]);
+                unexpected(
+                    issues,
+                    &[
+                        ("threshold", rule.threshold.is_some()),
+                        ("factor", rule.factor.is_some()),
+                        ("baseline", rule.baseline.is_some()),
+                    ],
+                );
                 let base = match rule.base.clone() {
                     Some(base) => check_matcher(base, &format!("{key}.base"), sources, issues),
                     None => {
-                        issues.add(format!("{key}.base"), "expected a matcher for the denominator of a ratio rule");
+                        issues.add(
+                            format!("{key}.base"),
+                            "expected a matcher for the denominator of a ratio rule",
+                        );
                         Matcher::default()
                     }
                 };
-                let base_group_by = rule.base_group_by.clone().unwrap_or_else(|| rule.group_by.clone());
+                let base_group_by = rule
+                    .base_group_by
+                    .clone()
+                    .unwrap_or_else(|| rule.group_by.clone());
                 for label in &base_group_by {
                     if !rule.group_by.contains(label) {
-                        issues.add(format!("{key}.base_group_by"), format!("expected labels from group_by, found {label:?}"));
+                        issues.add(
+                            format!("{key}.base_group_by"),
+                            format!("expected labels from group_by, found {label:?}"),
+                        );
                     }
                 }
                 let min_ratio = positive(issues, "min_ratio", rule.min_ratio);
                 if min_ratio > 1.0 {
-                    issues.add(format!("{key}.min_ratio"), format!("expected a fraction such as 0.05 for 5%, found {min_ratio}"));
+                    issues.add(
+                        format!("{key}.min_ratio"),
+                        format!("expected a fraction such as 0.05 for 5%, found {min_ratio}"),
+                    );
                 }
-                RuleKind::Ratio { window_ms: window(issues, None), base, base_group_by, min_ratio, min_base: rule.min_base.unwrap_or(1.0).max(1.0) }
+                RuleKind::Ratio {
+                    window_ms: window(issues, None),
+                    base,
+                    base_group_by,
+                    min_ratio,
+                    min_base: rule.min_base.unwrap_or(1.0).max(1.0),
+                }
             }
             "jump" => {
-                unexpected(issues, &[("threshold", rule.threshold.is_some()), ("base", rule.base.is_some()), ("min_ratio", rule.min_ratio.is_some())]);
+                unexpected(
+                    issues,
+                    &[
+                        ("threshold", rule.threshold.is_some()),
+                        ("base", rule.base.is_some()),
+                        ("min_ratio", rule.min_ratio.is_some()),
+                    ],
+                );
                 let baseline_ms = match rule.baseline.as_deref() {
                     None => {
-                        issues.add(format!("{key}.baseline"), "expected a duration for a jump rule");
+                        issues.add(
+                            format!("{key}.baseline"),
+                            "expected a duration for a jump rule",
+                        );
                         3_600_000
                     }
                     text => duration(text, &format!("{key}.baseline"), 3_600_000, issues),
@@ -477,15 +757,27 @@ fn check_rules(
                 }
             }
             other => {
-                issues.add(format!("{key}.kind"), format!("expected \"each\", \"threshold\", \"ratio\" or \"jump\", found {other:?}"));
+                issues.add(
+                    format!("{key}.kind"),
+                    format!(
+                        "expected \"each\", \"threshold\", \"ratio\" or \"jump\", found {other:?}"
+                    ),
+                );
                 continue;
             }
         };
-        for (part, source) in [("summary", &rule.summary), ("description", &rule.description)] {
-            if let Some(source) = source {
-                if let Err(e) = templates.register_inline(&format!("rule:{}:{part}", rule.name), source) {
-                    issues.add(format!("{key}.{part}"), format!("expected a handlebars template: {}", e.message));
-                }
+        for (part, source) in [
+            ("summary", &rule.summary),
+            ("description", &rule.description),
+        ] {
+            if let Some(source) = source
+                && let Err(e) =
+                    templates.register_inline(&format!("rule:{}:{part}", rule.name), source)
+            {
+                issues.add(
+                    format!("{key}.{part}"),
+                    format!("expected a handlebars template: {}", e.message),
+                );
             }
         }
         rules.push(Arc::new(Rule {
@@ -531,28 +823,66 @@ mod tests {
     #[test]
     fn errors_name_file_key_and_expectation() {
         let cases = [
-            ("[server]\nlisten = \"nowhere\"\n", "server.listen: expected host:port"),
-            ("[server]\nlistn = \"x\"\n", "server.listn: line 2: unknown field `listn`"),
-            ("[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"ten\"\nthreshold = 3\n", "rules[0].window: expected a duration such as \"10m\" or \"24h\", found \"ten\""),
-            ("[[rules]]\nname = \"a\"\nkind = \"spike\"\n", "rules[0].kind: expected \"each\", \"threshold\", \"ratio\" or \"jump\", found \"spike\""),
-            ("[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"5m\"\n", "rules[0].threshold: expected a number for a threshold rule"),
-            ("[[rules]]\nname = \"a\"\nkind = \"each\"\nsummary = \"{{#if}\"\n", "rules[0].summary: expected a handlebars template"),
-            ("[[routes]]\ncontacts = [\"pager\"]\n", "routes[0].contacts: no contact named \"pager\""),
-            ("[sources.sg]\ntype = \"sendgrid\"\nverification_key = \"AAAA\"\n", "sources.sg.verification_key: expected the base64 public key"),
-            ("[sources.sg]\ntype = \"sendgrid\"\nverification_key = \"${BACKCHANNEL_TEST_UNSET_VAR}\"\n", "environment variable BACKCHANNEL_TEST_UNSET_VAR is not set"),
-            ("[contacts.c]\ntype = \"log\"\ntemplate = \"nope\"\n", "contacts.c.template: no template named \"nope\""),
-            ("[[rules]]\nname = \"a\"\nkind = \"each\"\n[rules.match]\nsources = [\"ghost\"]\n", "rules[0].match.sources: no source named \"ghost\""),
+            (
+                "[server]\nlisten = \"nowhere\"\n",
+                "server.listen: expected host:port",
+            ),
+            (
+                "[server]\nlistn = \"x\"\n",
+                "server.listn: line 2: unknown field `listn`",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"ten\"\nthreshold = 3\n",
+                "rules[0].window: expected a duration such as \"10m\" or \"24h\", found \"ten\"",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"spike\"\n",
+                "rules[0].kind: expected \"each\", \"threshold\", \"ratio\" or \"jump\", found \"spike\"",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"5m\"\n",
+                "rules[0].threshold: expected a number for a threshold rule",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"each\"\nsummary = \"{{#if}\"\n",
+                "rules[0].summary: expected a handlebars template",
+            ),
+            (
+                "[[routes]]\ncontacts = [\"pager\"]\n",
+                "routes[0].contacts: no contact named \"pager\"",
+            ),
+            (
+                "[sources.sg]\ntype = \"sendgrid\"\nverification_key = \"AAAA\"\n",
+                "sources.sg.verification_key: expected the base64 public key",
+            ),
+            (
+                "[sources.sg]\ntype = \"sendgrid\"\nverification_key = \"${BACKCHANNEL_TEST_UNSET_VAR}\"\n",
+                "environment variable BACKCHANNEL_TEST_UNSET_VAR is not set",
+            ),
+            (
+                "[contacts.c]\ntype = \"log\"\ntemplate = \"nope\"\n",
+                "contacts.c.template: no template named \"nope\"",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"each\"\n[rules.match]\nsources = [\"ghost\"]\n",
+                "rules[0].match.sources: no source named \"ghost\"",
+            ),
         ];
         for (text, expected) in cases {
             let message = issues(text);
             assert!(message.contains("bad.toml: "), "{message}");
-            assert!(message.contains(expected), "expected {expected:?} in:\n{message}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in:\n{message}"
+            );
         }
     }
 
     #[test]
     fn every_issue_is_reported() {
-        let message = issues("[server]\nlisten = \"x\"\neval_interval = \"soon\"\n[store]\ndedup_horizon = \"0s\"\n");
+        let message = issues(
+            "[server]\nlisten = \"x\"\neval_interval = \"soon\"\n[store]\ndedup_horizon = \"0s\"\n",
+        );
         assert_eq!(message.lines().count(), 3, "{message}");
     }
 
@@ -564,6 +894,13 @@ mod tests {
         .unwrap();
         assert!(config.contacts.is_empty());
         assert!(config.routes[0].contacts.is_empty());
-        assert!(config.warnings.iter().any(|w| w.contains("contacts.s: disabled")), "{:?}", config.warnings);
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.contains("contacts.s: disabled")),
+            "{:?}",
+            config.warnings
+        );
     }
 }

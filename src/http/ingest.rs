@@ -22,14 +22,20 @@ pub async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(source) = state.sources.get(&source_id) else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no source named {source_id:?}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no source named {source_id:?}"),
+        ));
     };
     let rejected = |reason: &'static str| {
         metrics::counter!("backchannel_requests_rejected_total", "source" => source_id.clone(), "reason" => reason).increment(1);
     };
     let body = body.map_err(|rejection| {
         rejected("body");
-        ApiError::new(rejection.status(), format!("source {source_id:?}: {}", rejection.body_text()))
+        ApiError::new(
+            rejection.status(),
+            format!("source {source_id:?}: {}", rejection.body_text()),
+        )
     })?;
 
     let now_ms = (state.clock)();
@@ -48,13 +54,17 @@ pub async fn ingest(
 
     let skipped = parsed.skipped.len();
     if skipped > 0 {
-        metrics::counter!("backchannel_events_skipped_total", "source" => source_id.clone()).increment(skipped as u64);
+        metrics::counter!("backchannel_events_skipped_total", "source" => source_id.clone())
+            .increment(skipped as u64);
         tracing::debug!(source = %source_id, skipped, first = %parsed.skipped[0], "malformed events skipped");
         if parsed.events.is_empty() {
             rejected("no_valid_event");
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("source {source_id:?}: no event in the batch is valid; first problem: {}", parsed.skipped[0]),
+                format!(
+                    "source {source_id:?}: no event in the batch is valid; first problem: {}",
+                    parsed.skipped[0]
+                ),
             ));
         }
     }
@@ -65,7 +75,13 @@ pub async fn ingest(
         .submit(source.id.clone(), now_ms, body, parsed.events)
         .map_err(|_| {
             rejected("overloaded");
-            ApiError { retry_after_secs: Some(RETRY_AFTER_SECS), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal is behind; retry later") }
+            ApiError {
+                retry_after_secs: Some(RETRY_AFTER_SECS),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal is behind; retry later",
+                )
+            }
         })?;
     let accepted = match answer.await {
         Ok(Ok(accepted)) => accepted,
@@ -73,12 +89,17 @@ pub async fn ingest(
             rejected("journal");
             return Err(ApiError {
                 retry_after_secs: Some(RETRY_AFTER_SECS),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal is unavailable; retry later")
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal is unavailable; retry later",
+                )
             });
         }
     };
-    metrics::counter!("backchannel_events_accepted_total", "source" => source_id.clone()).increment(accepted.new as u64);
-    metrics::counter!("backchannel_events_duplicate_total", "source" => source_id).increment(accepted.duplicates as u64);
+    metrics::counter!("backchannel_events_accepted_total", "source" => source_id.clone())
+        .increment(accepted.new as u64);
+    metrics::counter!("backchannel_events_duplicate_total", "source" => source_id)
+        .increment(accepted.duplicates as u64);
 
     let reasons: Vec<&String> = parsed.skipped.iter().take(10).collect();
     Ok(Json(serde_json::json!({

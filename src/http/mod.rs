@@ -64,7 +64,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 }
 
 async fn metrics_text() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+        .into_response()
 }
 
 /// An error answer: status and a reason the client can act on.
@@ -77,7 +81,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after_secs: None }
+        Self {
+            status,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
 }
 
@@ -85,7 +93,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({ "error": self.message }));
         match self.retry_after_secs {
-            Some(secs) => (self.status, [(header::RETRY_AFTER, secs.to_string())], body).into_response(),
+            Some(secs) => {
+                (self.status, [(header::RETRY_AFTER, secs.to_string())], body).into_response()
+            }
             None => (self.status, body).into_response(),
         }
     }

@@ -54,10 +54,17 @@ pub fn apply_slack_limits(payload: &mut Value) -> usize {
                     .map(str::to_string);
                 match long_text {
                     Some(text) => {
-                        let kind = block.pointer("/text/type").cloned().unwrap_or(json!("mrkdwn"));
+                        let kind = block
+                            .pointer("/text/type")
+                            .cloned()
+                            .unwrap_or(json!("mrkdwn"));
                         let pieces = split_text(&text, MAX_SECTION_TEXT);
                         for (index, piece) in pieces.into_iter().enumerate() {
-                            let mut section = if index == 0 { block.clone() } else { json!({"type": "section"}) };
+                            let mut section = if index == 0 {
+                                block.clone()
+                            } else {
+                                json!({"type": "section"})
+                            };
                             section["text"] = json!({"type": kind, "text": piece});
                             if index > 0 {
                                 section.as_object_mut().map(|o| o.remove("fields"));
@@ -111,14 +118,23 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut rest = text;
     while rest.chars().count() > max {
-        let hard = rest.char_indices().nth(max).map(|(i, _)| i).unwrap_or(rest.len());
+        let hard = rest
+            .char_indices()
+            .nth(max)
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
         let window = &rest[..hard];
-        let soft = window.rfind('\n').or_else(|| window.rfind(' ')).filter(|i| *i > hard / 2);
+        let soft = window
+            .rfind('\n')
+            .or_else(|| window.rfind(' '))
+            .filter(|i| *i > hard / 2);
         let mut at = soft.map(|i| i + 1).unwrap_or(hard);
-        if let Some(amp) = rest[..at].rfind('&') {
-            if !rest[amp..at].contains(';') && at - amp <= 6 && amp > 0 {
-                at = amp;
-            }
+        if let Some(amp) = rest[..at].rfind('&')
+            && !rest[amp..at].contains(';')
+            && at - amp <= 6
+            && amp > 0
+        {
+            at = amp;
         }
         pieces.push(rest[..at].to_string());
         rest = &rest[at..];
@@ -152,7 +168,10 @@ mod tests {
         let header = blocks[0]["text"]["text"].as_str().unwrap();
         assert_eq!(header.chars().count(), 150);
         assert!(header.ends_with('…'));
-        let joined: String = blocks[1..].iter().map(|b| b["text"]["text"].as_str().unwrap()).collect();
+        let joined: String = blocks[1..]
+            .iter()
+            .map(|b| b["text"]["text"].as_str().unwrap())
+            .collect();
         assert_eq!(joined, description);
         for block in &blocks[1..] {
             assert!(block["text"]["text"].as_str().unwrap().chars().count() <= MAX_SECTION_TEXT);
@@ -172,7 +191,9 @@ mod tests {
 
     #[test]
     fn too_many_blocks_become_more_line() {
-        let blocks: Vec<Value> = (0..60).map(|i| json!({"type": "divider", "block_id": i.to_string()})).collect();
+        let blocks: Vec<Value> = (0..60)
+            .map(|i| json!({"type": "divider", "block_id": i.to_string()}))
+            .collect();
         let mut payload = json!({"text": "t", "blocks": blocks});
         apply_slack_limits(&mut payload);
         let blocks = payload["blocks"].as_array().unwrap();

@@ -19,13 +19,24 @@ impl LogContact {
             Ok(text) => text,
             Err(error) => {
                 tracing::error!(error = %error, "log template failed; printing the summary only");
-                format!("[{}] {}\n", notification.status.as_str(), notification.summary)
+                format!(
+                    "[{}] {}\n",
+                    notification.status.as_str(),
+                    notification.summary
+                )
             }
         };
         let mut out = std::io::stdout().lock();
-        match out.write_all(text.as_bytes()).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush()) {
+        match out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.write_all(b"\n"))
+            .and_then(|_| out.flush())
+        {
             Ok(()) => Delivery::Sent,
-            Err(error) => Delivery::Retry { after: None, error: format!("standard output: {error}") },
+            Err(error) => Delivery::Retry {
+                after: None,
+                error: format!("standard output: {error}"),
+            },
         }
     }
 }

@@ -20,7 +20,10 @@ pub enum Delivery {
     Sent,
     /// Worth trying again: after `after` when the channel said so (a rate limit pauses
     /// every delivery to this contact), else after the backoff.
-    Retry { after: Option<Duration>, error: String },
+    Retry {
+        after: Option<Duration>,
+        error: String,
+    },
     /// Trying again would fail the same way (`invalid_blocks`, a revoked token).
     Failed(String),
 }
@@ -41,10 +44,19 @@ pub struct Contact {
 
 impl Contact {
     /// Renders and delivers one notification.
-    pub async fn deliver(&self, store: &Store, templates: &Arc<Templates>, notification: &Notification) -> Delivery {
+    pub async fn deliver(
+        &self,
+        store: &Store,
+        templates: &Arc<Templates>,
+        notification: &Notification,
+    ) -> Delivery {
         match &self.kind {
             ContactKind::Log(contact) => contact.deliver(templates, notification),
-            ContactKind::Slack(contact) => contact.deliver(&self.name, store, templates, notification).await,
+            ContactKind::Slack(contact) => {
+                contact
+                    .deliver(&self.name, store, templates, notification)
+                    .await
+            }
         }
     }
 }
@@ -56,10 +68,11 @@ pub fn truncate_chars(text: &str, max: usize) -> Option<String> {
     }
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     // Never leave half an entity such as `&amp;` behind.
-    if let Some(amp) = cut.rfind('&') {
-        if !cut[amp..].contains(';') && cut.len() - amp <= 6 {
-            cut.truncate(amp);
-        }
+    if let Some(amp) = cut.rfind('&')
+        && !cut[amp..].contains(';')
+        && cut.len() - amp <= 6
+    {
+        cut.truncate(amp);
     }
     cut.push('…');
     Some(cut)

@@ -32,11 +32,26 @@ pub fn backoff_delay(attempt: i64) -> Duration {
 
 /// Delivers `contact`'s outbox rows until the process stops. `wake` is notified by the
 /// alert runner whenever it queues a row for this contact.
-pub async fn run(store: Store, contact: Arc<Contact>, templates: Arc<Templates>, clock: Clock, wake: Arc<Notify>) {
+pub async fn run(
+    store: Store,
+    contact: Arc<Contact>,
+    templates: Arc<Templates>,
+    clock: Clock,
+    wake: Arc<Notify>,
+) {
+    // A rate limit pauses every delivery to this contact, not only the refused one.
+    let mut paused_until = i64::MIN;
     loop {
         let now = clock();
+        if now < paused_until {
+            tokio::time::sleep(Duration::from_millis((paused_until - now) as u64)).await;
+            continue;
+        }
         let wait_ms = match deliver_due(&store, &contact, &templates, &clock, now).await {
-            Ok(Some(pause_until)) => pause_until - now,
+            Ok(Some(until)) => {
+                paused_until = until;
+                continue;
+            }
             Ok(None) => match store.next_due_ms(&contact.name).await {
                 Ok(Some(next)) => next - clock(),
                 Ok(None) => 60_000,
@@ -51,7 +66,11 @@ pub async fn run(store: Store, contact: Arc<Contact>, templates: Arc<Templates>,
             }
         };
         if wait_ms > 0 {
-            let _ = tokio::time::timeout(Duration::from_millis(wait_ms.min(60_000) as u64), wake.notified()).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(wait_ms.min(60_000) as u64),
+                wake.notified(),
+            )
+            .await;
         }
     }
 }
@@ -82,7 +101,13 @@ async fn deliver_row(
     let notification: Notification = match serde_json::from_str(&row.notification) {
         Ok(n) => n,
         Err(error) => {
-            store.outbox_dead(row.id, &format!("stored notification unreadable: {error}"), clock()).await?;
+            store
+                .outbox_dead(
+                    row.id,
+                    &format!("stored notification unreadable: {error}"),
+                    clock(),
+                )
+                .await?;
             return Ok(None);
         }
     };
@@ -116,9 +141,16 @@ async fn deliver_row(
     }
 }
 
-async fn dead_letter(store: &Store, contact: &str, row: &OutboxRow, reason: &str, now: i64) -> Result<(), crate::store::StoreError> {
+async fn dead_letter(
+    store: &Store,
+    contact: &str,
+    row: &OutboxRow,
+    reason: &str,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
     tracing::error!(contact, fingerprint = %row.fingerprint, error = %reason, "notification is a dead letter");
-    metrics::counter!("backchannel_notifications_dead_total", "contact" => contact.to_string()).increment(1);
+    metrics::counter!("backchannel_notifications_dead_total", "contact" => contact.to_string())
+        .increment(1);
     store.outbox_dead(row.id, reason, now).await
 }
 
@@ -129,7 +161,10 @@ mod tests {
     #[test]
     fn backoff_grows_and_caps() {
         let first = backoff_delay(0);
-        assert!(first >= Duration::from_secs(1) && first < Duration::from_secs(3), "{first:?}");
+        assert!(
+            first >= Duration::from_secs(1) && first < Duration::from_secs(3),
+            "{first:?}"
+        );
         let late = backoff_delay(40);
         assert!(late <= Duration::from_secs(600), "{late:?}");
         assert!(backoff_delay(4) >= Duration::from_secs(16));

@@ -32,8 +32,14 @@ pub enum ResolveMode {
 
 /// Where messages go.
 pub enum Target {
-    Api { token: SlackApiToken, channel: String, resolve: ResolveMode },
-    Webhook { url: url::Url },
+    Api {
+        token: SlackApiToken,
+        channel: String,
+        resolve: ResolveMode,
+    },
+    Webhook {
+        url: url::Url,
+    },
 }
 
 pub struct SlackContact {
@@ -49,44 +55,80 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 impl SlackContact {
     /// `api_url` replaces `https://slack.com/api` (GovSlack, a proxy, a test fake); plain
     /// `http` is allowed for loopback fakes.
-    pub fn new(api_url: &str, target: Target, template: String, max_description_chars: usize) -> Self {
+    pub fn new(
+        api_url: &str,
+        target: Target,
+        template: String,
+        max_description_chars: usize,
+    ) -> Self {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .build();
-        let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(api_url.trim_end_matches('/'));
-        Self { client: SlackClient::new(connector), target, template, max_description_chars }
+        let connector = SlackClientHyperConnector::with_connector(https)
+            .with_slack_api_url(api_url.trim_end_matches('/'));
+        Self {
+            client: SlackClient::new(connector),
+            target,
+            template,
+            max_description_chars,
+        }
     }
 
-    pub async fn deliver(&self, contact: &str, store: &Store, templates: &Arc<Templates>, notification: &Notification) -> Delivery {
+    pub async fn deliver(
+        &self,
+        contact: &str,
+        store: &Store,
+        templates: &Arc<Templates>,
+        notification: &Notification,
+    ) -> Delivery {
         let content = self.render(contact, templates, notification);
         let result = match &self.target {
             Target::Webhook { url } => {
                 let request = SlackApiPostWebhookMessageRequest::new(content);
-                self.client.post_webhook_message(url, &request).await.map(|_| ())
+                self.client
+                    .post_webhook_message(url, &request)
+                    .await
+                    .map(|_| ())
             }
-            Target::Api { token, channel, resolve } => {
+            Target::Api {
+                token,
+                channel,
+                resolve,
+            } => {
                 let session = self.client.open_session(token);
                 let earlier = match store.message_ref(&notification.fingerprint, contact).await {
                     Ok(found) => found,
-                    Err(error) => return Delivery::Retry { after: None, error: error.to_string() },
+                    Err(error) => {
+                        return Delivery::Retry {
+                            after: None,
+                            error: error.to_string(),
+                        };
+                    }
                 };
                 match (notification.status, earlier, resolve) {
                     (Status::Resolved, Some((channel_id, ts)), ResolveMode::Update) => {
-                        let request = SlackApiChatUpdateRequest::new(channel_id.into(), content, ts.into());
+                        let request =
+                            SlackApiChatUpdateRequest::new(channel_id.into(), content, ts.into());
                         session.chat_update(&request).await.map(|_| ())
                     }
                     (status, earlier, _) => {
-                        let mut request = SlackApiChatPostMessageRequest::new(channel.clone().into(), content);
+                        let mut request =
+                            SlackApiChatPostMessageRequest::new(channel.clone().into(), content);
                         if let (Status::Resolved, Some((_, ts))) = (status, earlier) {
                             request = request.with_thread_ts(ts.into());
                         }
                         match session.chat_post_message(&request).await {
                             Ok(response) if status == Status::Firing => {
                                 let saved = store
-                                    .save_message_ref(&notification.fingerprint, contact, &response.channel.0, &response.ts.0)
+                                    .save_message_ref(
+                                        &notification.fingerprint,
+                                        contact,
+                                        &response.channel.0,
+                                        &response.ts.0,
+                                    )
                                     .await;
                                 if let Err(error) = saved {
                                     tracing::warn!(error = %error, contact, "message posted but its reference was not saved; resolution will post anew");
@@ -107,22 +149,36 @@ impl SlackContact {
 
     /// Renders the template, applies Slack's limits, and falls back to plain text if the
     /// template does not produce a valid message, so that rendering never costs a delivery.
-    pub fn render(&self, contact: &str, templates: &Templates, notification: &Notification) -> SlackMessageContent {
+    pub fn render(
+        &self,
+        contact: &str,
+        templates: &Templates,
+        notification: &Notification,
+    ) -> SlackMessageContent {
         let mut notification = notification.clone();
         if let Some(short) = truncate_chars(&notification.description, self.max_description_chars) {
-            tracing::warn!(contact, field = "description", limit = self.max_description_chars, "truncated field description");
+            tracing::warn!(
+                contact,
+                field = "description",
+                limit = self.max_description_chars,
+                "truncated field description"
+            );
             notification.description = short;
         }
         let rendered = templates
             .render(&self.template, Context::SlackJson, &notification)
             .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| format!("not JSON: {e}")));
+            .and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| format!("not JSON: {e}"))
+            });
         let parsed = rendered.and_then(|mut payload| {
             let cut = apply_slack_limits(&mut payload);
             if cut > 0 {
                 tracing::debug!(contact, cut, "values cut to Slack's limits");
             }
-            serde_json::from_value::<SlackMessageContent>(payload).map_err(|e| format!("not a Slack message: {e}"))
+            serde_json::from_value::<SlackMessageContent>(payload)
+                .map_err(|e| format!("not a Slack message: {e}"))
         });
         parsed.unwrap_or_else(|error| {
             tracing::error!(error = %error, contact, template = %self.template, "slack template failed; sending plain text");
@@ -141,20 +197,34 @@ fn classify(error: SlackClientError) -> Delivery {
             error: format!("rate limited: {}", e.code.unwrap_or_else(|| "429".into())),
         },
         SlackClientError::ApiError(e) => match e.code.as_str() {
-            "ratelimited" | "rate_limited" => Delivery::Retry { after: Some(DEFAULT_RETRY_AFTER), error: e.code },
+            "ratelimited" | "rate_limited" => Delivery::Retry {
+                after: Some(DEFAULT_RETRY_AFTER),
+                error: e.code,
+            },
             "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
-                Delivery::Retry { after: None, error: e.code }
+                Delivery::Retry {
+                    after: None,
+                    error: e.code,
+                }
             }
             _ => Delivery::Failed(format!("slack answered {}", e.code)),
         },
-        SlackClientError::HttpError(e) if e.status_code.is_server_error() => {
-            Delivery::Retry { after: None, error: format!("HTTP {}", e.status_code) }
-        }
+        SlackClientError::HttpError(e) if e.status_code.is_server_error() => Delivery::Retry {
+            after: None,
+            error: format!("HTTP {}", e.status_code),
+        },
         SlackClientError::HttpError(e) => Delivery::Failed(format!(
             "HTTP {}: {}",
             e.status_code,
-            e.http_response_body.unwrap_or_default().chars().take(200).collect::<String>()
+            e.http_response_body
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>()
         )),
-        other => Delivery::Retry { after: None, error: other.to_string() },
+        other => Delivery::Retry {
+            after: None,
+            error: other.to_string(),
+        },
     }
 }

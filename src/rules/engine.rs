@@ -56,14 +56,22 @@ impl Engine {
         Self {
             rules: rules
                 .iter()
-                .map(|rule| RuleState { rule: rule.clone(), groups: HashMap::new(), bases: HashMap::new() })
+                .map(|rule| RuleState {
+                    rule: rule.clone(),
+                    groups: HashMap::new(),
+                    bases: HashMap::new(),
+                })
                 .collect(),
         }
     }
 
     /// Longest lookback any rule needs, to rebuild windows from the journal.
     pub fn lookback_ms(&self) -> i64 {
-        self.rules.iter().map(|r| r.rule.lookback_ms()).max().unwrap_or(0)
+        self.rules
+            .iter()
+            .map(|r| r.rule.lookback_ms())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Counts `event` at `at_ms` in every rule it matches, marking those groups for
@@ -72,17 +80,29 @@ impl Engine {
         let event = Arc::new(event);
         for state in &mut self.rules {
             let rule = &state.rule;
-            if let RuleKind::Ratio { base, base_group_by, window_ms, .. } = &rule.kind {
-                if base.matches(&event) {
-                    let key = key_of(base_group_by, &event);
-                    state.bases.entry(key).or_insert_with(|| Window::new(*window_ms)).add(at_ms, event.weight);
-                }
+            if let RuleKind::Ratio {
+                base,
+                base_group_by,
+                window_ms,
+                ..
+            } = &rule.kind
+                && base.matches(&event)
+            {
+                let key = key_of(base_group_by, &event);
+                state
+                    .bases
+                    .entry(key)
+                    .or_insert_with(|| Window::new(*window_ms))
+                    .add(at_ms, event.weight);
             }
             if !rule.matcher.matches(&event) {
                 continue;
             }
             let key = key_of(&rule.group_by, &event);
-            let group = state.groups.entry(key).or_insert_with(|| new_group(rule, &event, at_ms));
+            let group = state
+                .groups
+                .entry(key)
+                .or_insert_with(|| new_group(rule, &event, at_ms));
             group.primary.add(at_ms, event.weight);
             if let Some(long) = &mut group.long {
                 long.add(at_ms, event.weight);
@@ -95,7 +115,12 @@ impl Engine {
     /// Checks groups at `now_ms`: only those that received events since the last check
     /// when `only_dirty`, else all. Returns the groups whose condition holds or that
     /// `is_firing` says are firing; forgets groups with empty windows that are not firing.
-    pub fn evaluate(&mut self, now_ms: i64, only_dirty: bool, is_firing: impl Fn(&str) -> bool) -> Vec<GroupOutcome> {
+    pub fn evaluate(
+        &mut self,
+        now_ms: i64,
+        only_dirty: bool,
+        is_firing: impl Fn(&str) -> bool,
+    ) -> Vec<GroupOutcome> {
         let mut outcomes = Vec::new();
         for state in &mut self.rules {
             let rule = state.rule.clone();
@@ -117,7 +142,9 @@ impl Engine {
                         last_event: group.last_event.clone(),
                     });
                 }
-                firing || !group.primary.is_empty() || group.long.as_ref().is_some_and(|w| !w.is_empty())
+                firing
+                    || !group.primary.is_empty()
+                    || group.long.as_ref().is_some_and(|w| !w.is_empty())
             });
             if !only_dirty {
                 bases.retain(|_, w| {
@@ -131,19 +158,27 @@ impl Engine {
 
     /// Number of groups held across all rules.
     pub fn group_count(&self) -> usize {
-        self.rules.iter().map(|r| r.groups.len() + r.bases.len()).sum()
+        self.rules
+            .iter()
+            .map(|r| r.groups.len() + r.bases.len())
+            .sum()
     }
 }
 
 fn new_group(rule: &Rule, event: &Event, at_ms: i64) -> GroupState {
     let labels = super::group_labels(&rule.group_by, event);
     let (primary, long) = match &rule.kind {
-        RuleKind::Each { window_ms } | RuleKind::Threshold { window_ms, .. } | RuleKind::Ratio { window_ms, .. } => {
-            (Window::new(*window_ms), None)
-        }
-        RuleKind::Jump { window_ms, baseline_ms, .. } => {
-            (Window::new(*window_ms), Some(Window::new(window_ms + baseline_ms)))
-        }
+        RuleKind::Each { window_ms }
+        | RuleKind::Threshold { window_ms, .. }
+        | RuleKind::Ratio { window_ms, .. } => (Window::new(*window_ms), None),
+        RuleKind::Jump {
+            window_ms,
+            baseline_ms,
+            ..
+        } => (
+            Window::new(*window_ms),
+            Some(Window::new(window_ms + baseline_ms)),
+        ),
     };
     let base_key = match &rule.kind {
         RuleKind::Ratio { base_group_by, .. } => Some(key_of(base_group_by, event)),
@@ -161,20 +196,47 @@ fn new_group(rule: &Rule, event: &Event, at_ms: i64) -> GroupState {
     }
 }
 
-fn check(rule: &Rule, group: &mut GroupState, bases: &mut HashMap<String, Window>, now_ms: i64, firing: bool) -> (bool, Facts) {
+fn check(
+    rule: &Rule,
+    group: &mut GroupState,
+    bases: &mut HashMap<String, Window>,
+    now_ms: i64,
+    firing: bool,
+) -> (bool, Facts) {
     // While firing, the bar to stay firing is lowered by `resolve_ratio`.
     let bar = if firing { rule.resolve_ratio } else { 1.0 };
     let count = group.primary.sum(now_ms);
     match &rule.kind {
         RuleKind::Each { .. } => {
-            let facts = Facts { count, measure: format!("{} matching", fmt_number(count)), ..Facts::default() };
+            let facts = Facts {
+                count,
+                measure: format!("{} matching", fmt_number(count)),
+                ..Facts::default()
+            };
             (count > 0.0, facts)
         }
         RuleKind::Threshold { window_ms, min } => {
-            let measure = format!("{} in {} (threshold {})", fmt_number(count), duration_text(*window_ms), fmt_number(*min));
-            (count > 0.0 && count >= min * bar, Facts { count, measure, ..Facts::default() })
+            let measure = format!(
+                "{} in {} (threshold {})",
+                fmt_number(count),
+                duration_text(*window_ms),
+                fmt_number(*min)
+            );
+            (
+                count > 0.0 && count >= min * bar,
+                Facts {
+                    count,
+                    measure,
+                    ..Facts::default()
+                },
+            )
         }
-        RuleKind::Ratio { min_ratio, min_base, window_ms, .. } => {
+        RuleKind::Ratio {
+            min_ratio,
+            min_base,
+            window_ms,
+            ..
+        } => {
             let base = group
                 .base_key
                 .as_ref()
@@ -182,7 +244,11 @@ fn check(rule: &Rule, group: &mut GroupState, bases: &mut HashMap<String, Window
                 .map(|w| w.sum(now_ms))
                 .unwrap_or(0.0);
             let ratio = if base > 0.0 { count / base } else { 0.0 };
-            let enough_base = if firing { base > 0.0 } else { base >= *min_base };
+            let enough_base = if firing {
+                base > 0.0
+            } else {
+                base >= *min_base
+            };
             let holds = enough_base && count > 0.0 && ratio >= min_ratio * bar;
             let measure = format!(
                 "{}% ({} of {} in {})",
@@ -191,9 +257,23 @@ fn check(rule: &Rule, group: &mut GroupState, bases: &mut HashMap<String, Window
                 fmt_number(base),
                 duration_text(*window_ms)
             );
-            (holds, Facts { count, base: Some(base), ratio: Some(ratio), measure, ..Facts::default() })
+            (
+                holds,
+                Facts {
+                    count,
+                    base: Some(base),
+                    ratio: Some(ratio),
+                    measure,
+                    ..Facts::default()
+                },
+            )
         }
-        RuleKind::Jump { window_ms, baseline_ms, factor, min_count } => {
+        RuleKind::Jump {
+            window_ms,
+            baseline_ms,
+            factor,
+            min_count,
+        } => {
             let long = group.long.as_mut().map(|w| w.sum(now_ms)).unwrap_or(0.0);
             let baseline_count = (long - count).max(0.0);
             // The baseline covers at most what the group has been observed for, so a
@@ -201,7 +281,12 @@ fn check(rule: &Rule, group: &mut GroupState, bases: &mut HashMap<String, Window
             let observed_ms = (now_ms - group.first_seen_ms - window_ms).clamp(0, *baseline_ms);
             let expected = baseline_count * *window_ms as f64 / observed_ms.max(*window_ms) as f64;
             let holds = jump_holds(count, expected * bar, *factor, min_count * bar);
-            let facts = Facts { count, expected: Some(expected), measure: jump_measure(count, expected), ..Facts::default() };
+            let facts = Facts {
+                count,
+                expected: Some(expected),
+                measure: jump_measure(count, expected),
+                ..Facts::default()
+            };
             (holds, facts)
         }
     }
@@ -209,7 +294,8 @@ fn check(rule: &Rule, group: &mut GroupState, bases: &mut HashMap<String, Window
 
 /// A window length as people write it: `10m`, `1day`.
 pub fn duration_text(ms: i64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs((ms / 1000).max(0) as u64)).to_string()
+    humantime::format_duration(std::time::Duration::from_secs((ms / 1000).max(0) as u64))
+        .to_string()
 }
 
 fn key_of(group_by: &[String], event: &Event) -> String {
@@ -239,7 +325,10 @@ mod tests {
     use crate::rules::{Matcher, Severity};
 
     fn event(kind: &str, labels: &[(&'static str, &str)]) -> Event {
-        let mut labels: Vec<_> = labels.iter().map(|(k, v)| (Cow::Borrowed(*k), v.to_string())).collect();
+        let mut labels: Vec<_> = labels
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(*k), v.to_string()))
+            .collect();
         labels.sort();
         Event {
             source: Arc::from("sg"),
@@ -257,7 +346,10 @@ mod tests {
         Arc::new(Rule {
             name: "r".into(),
             kind,
-            matcher: Matcher { kinds: kinds.iter().map(|k| k.to_string()).collect(), ..Matcher::default() },
+            matcher: Matcher {
+                kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                ..Matcher::default()
+            },
             group_by: group_by.iter().map(|g| g.to_string()).collect(),
             severity: Severity::Warning,
             summary: String::new(),
@@ -267,15 +359,29 @@ mod tests {
     }
 
     fn holds(engine: &mut Engine, now: i64, firing: bool) -> Vec<bool> {
-        engine.evaluate(now, false, |_| firing).into_iter().map(|o| o.holds).collect()
+        engine
+            .evaluate(now, false, |_| firing)
+            .into_iter()
+            .map(|o| o.holds)
+            .collect()
     }
 
     #[test]
     fn threshold_per_group_with_hysteresis() {
-        let r = rule(RuleKind::Threshold { window_ms: 600_000, min: 5.0 }, &["sendgrid.bounce"], &["domain"]);
+        let r = rule(
+            RuleKind::Threshold {
+                window_ms: 600_000,
+                min: 5.0,
+            },
+            &["sendgrid.bounce"],
+            &["domain"],
+        );
         let mut engine = Engine::new(&[r]);
         for i in 0..5 {
-            engine.observe(event("sendgrid.bounce", &[("domain", "a.example")]), i * 1000);
+            engine.observe(
+                event("sendgrid.bounce", &[("domain", "a.example")]),
+                i * 1000,
+            );
             engine.observe(event("sendgrid.open", &[("domain", "a.example")]), i * 1000);
         }
         engine.observe(event("sendgrid.bounce", &[("domain", "b.example")]), 0);
@@ -284,7 +390,14 @@ mod tests {
         assert_eq!(outcomes[0].labels["domain"], "a.example");
         assert_eq!(outcomes[0].facts.count, 5.0);
         // 4 stays firing under hysteresis (4 >= 0.8 * 5) but would not fire anew.
-        let mut e2 = Engine::new(&[rule(RuleKind::Threshold { window_ms: 600_000, min: 5.0 }, &[], &[])]);
+        let mut e2 = Engine::new(&[rule(
+            RuleKind::Threshold {
+                window_ms: 600_000,
+                min: 5.0,
+            },
+            &[],
+            &[],
+        )]);
         for i in 0..4 {
             e2.observe(event("x", &[]), i);
         }
@@ -293,7 +406,11 @@ mod tests {
         assert_eq!(holds(&mut e2, 700_000, true), vec![false], "window passed");
         assert_eq!(e2.group_count(), 1, "a firing group is kept until resolved");
         assert_eq!(holds(&mut e2, 700_000, false), Vec::<bool>::new());
-        assert_eq!(e2.group_count(), 0, "empty, non-firing groups are forgotten");
+        assert_eq!(
+            e2.group_count(),
+            0,
+            "empty, non-firing groups are forgotten"
+        );
     }
 
     #[test]
@@ -301,7 +418,10 @@ mod tests {
         let r = rule(
             RuleKind::Ratio {
                 window_ms: 600_000,
-                base: Matcher { kinds: vec!["sendgrid.processed".into(), "sendgrid.dropped".into()], ..Matcher::default() },
+                base: Matcher {
+                    kinds: vec!["sendgrid.processed".into(), "sendgrid.dropped".into()],
+                    ..Matcher::default()
+                },
                 base_group_by: vec![],
                 min_ratio: 0.05,
                 min_base: 20.0,
@@ -314,7 +434,10 @@ mod tests {
             engine.observe(event("sendgrid.processed", &[]), i);
         }
         engine.observe(event("sendgrid.dropped", &[("reason", "invalid")]), 20);
-        assert!(engine.evaluate(30, false, |_| false).is_empty(), "base 19 is below min_base 20");
+        assert!(
+            engine.evaluate(30, false, |_| false).is_empty(),
+            "base 19 is below min_base 20"
+        );
         engine.observe(event("sendgrid.dropped", &[("reason", "invalid")]), 21);
         let outcomes = engine.evaluate(30, false, |_| false);
         assert_eq!(outcomes.len(), 1);
@@ -327,7 +450,12 @@ mod tests {
     fn jump_compares_with_observed_baseline() {
         let hour = 3_600_000;
         let r = rule(
-            RuleKind::Jump { window_ms: 600_000, baseline_ms: 24 * hour, factor: 10.0, min_count: 5.0 },
+            RuleKind::Jump {
+                window_ms: 600_000,
+                baseline_ms: 24 * hour,
+                factor: 10.0,
+                min_count: 5.0,
+            },
             &["sendgrid.dropped"],
             &[],
         );
@@ -350,7 +478,11 @@ mod tests {
 
     #[test]
     fn each_fires_per_group_and_resolves_after_its_window() {
-        let r = rule(RuleKind::Each { window_ms: 300_000 }, &["sendgrid.spamreport"], &["domain"]);
+        let r = rule(
+            RuleKind::Each { window_ms: 300_000 },
+            &["sendgrid.spamreport"],
+            &["domain"],
+        );
         let mut engine = Engine::new(&[r]);
         engine.observe(event("sendgrid.spamreport", &[("domain", "a")]), 0);
         engine.observe(event("sendgrid.spamreport", &[("domain", "b")]), 0);

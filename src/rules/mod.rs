@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use crate::event::Event;
 
 /// How loud an alert is; routes match on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -46,12 +48,13 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn matches(&self, event: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| *k == event.kind))
+        (self.kinds.is_empty() || self.kinds.contains(&event.kind))
             && (self.sources.is_empty() || self.sources.iter().any(|s| **s == *event.source))
-            && self
-                .labels
-                .iter()
-                .all(|(name, values)| event.label(name).is_some_and(|v| values.iter().any(|x| x == v)))
+            && self.labels.iter().all(|(name, values)| {
+                event
+                    .label(name)
+                    .is_some_and(|v| values.iter().any(|x| x == v))
+            })
             && self
                 .label_patterns
                 .iter()
@@ -69,10 +72,21 @@ pub enum RuleKind {
     /// Matching weight over `base` weight within `window_ms` reaches `min_ratio`, with at
     /// least `min_base` of base. Base is grouped by `base_group_by`, a subset of the
     /// rule's `group_by`, since base events often lack the grouped label (a drop reason).
-    Ratio { window_ms: i64, base: Matcher, base_group_by: Vec<String>, min_ratio: f64, min_base: f64 },
+    Ratio {
+        window_ms: i64,
+        base: Matcher,
+        base_group_by: Vec<String>,
+        min_ratio: f64,
+        min_base: f64,
+    },
     /// Weight within `window_ms` reaches `factor` times what the preceding `baseline_ms`
     /// predicts for a window that long, and at least `min_count`.
-    Jump { window_ms: i64, baseline_ms: i64, factor: f64, min_count: f64 },
+    Jump {
+        window_ms: i64,
+        baseline_ms: i64,
+        factor: f64,
+        min_count: f64,
+    },
 }
 
 /// A checked rule.
@@ -96,10 +110,14 @@ impl Rule {
     /// How far back this rule needs events to rebuild its windows.
     pub fn lookback_ms(&self) -> i64 {
         match &self.kind {
-            RuleKind::Each { window_ms } | RuleKind::Threshold { window_ms, .. } | RuleKind::Ratio { window_ms, .. } => {
-                *window_ms
-            }
-            RuleKind::Jump { window_ms, baseline_ms, .. } => window_ms + baseline_ms,
+            RuleKind::Each { window_ms }
+            | RuleKind::Threshold { window_ms, .. }
+            | RuleKind::Ratio { window_ms, .. } => *window_ms,
+            RuleKind::Jump {
+                window_ms,
+                baseline_ms,
+                ..
+            } => window_ms + baseline_ms,
         }
     }
 
@@ -117,18 +135,47 @@ impl Rule {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Facts {
     /// Matching weight in the window.
+    #[serde(serialize_with = "as_written")]
     pub count: f64,
     /// Base weight in the window (ratio rules).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_written_opt"
+    )]
     pub base: Option<f64>,
     /// `count / base` (ratio rules), as a fraction.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_written_opt"
+    )]
     pub ratio: Option<f64>,
     /// What the baseline predicts for the window (jump rules).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_written_opt"
+    )]
     pub expected: Option<f64>,
     /// Human wording of the measure: "7 vs 0 expected (new activity)".
     pub measure: String,
+}
+
+/// Serialises whole numbers as integers, so templates show `3`, not `3.0`.
+fn as_written<S: serde::Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.is_finite() && value.fract() == 0.0 && value.abs() < 9.0e15 {
+        serializer.serialize_i64(*value as i64)
+    } else {
+        serializer.serialize_f64(*value)
+    }
+}
+
+fn as_written_opt<S: serde::Serializer>(
+    value: &Option<f64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => as_written(v, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Whether a jump rule's condition holds: `current` reaches `factor` times `expected`
@@ -143,7 +190,12 @@ pub fn jump_measure(current: f64, expected: f64) -> String {
     if expected <= 0.0 {
         format!("new activity: {} vs 0", fmt_number(current))
     } else {
-        format!("{} vs {} expected ({}x)", fmt_number(current), fmt_number(expected), fmt_number(current / expected))
+        format!(
+            "{} vs {} expected ({}x)",
+            fmt_number(current),
+            fmt_number(expected),
+            fmt_number(current / expected)
+        )
     }
 }
 
@@ -165,7 +217,12 @@ pub fn fmt_number(value: f64) -> String {
 pub fn group_labels(group_by: &[String], event: &Event) -> BTreeMap<String, String> {
     group_by
         .iter()
-        .map(|name| (name.clone(), event.label(name).unwrap_or_default().to_string()))
+        .map(|name| {
+            (
+                name.clone(),
+                event.label(name).unwrap_or_default().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -176,9 +233,19 @@ mod tests {
     /// Field case B28: a jump rule on an empty reference window.
     #[test]
     fn b28_jump_on_zero_baseline() {
-        let cases = [(0.0, 0.0, false), (0.0, 1.0, false), (0.0, 7.0, true), (10.0, 20.0, true), (10.0, 19.0, false)];
+        let cases = [
+            (0.0, 0.0, false),
+            (0.0, 1.0, false),
+            (0.0, 7.0, true),
+            (10.0, 20.0, true),
+            (10.0, 19.0, false),
+        ];
         for (reference, current, expected) in cases {
-            assert_eq!(jump_holds(current, reference, 2.0, 5.0), expected, "ref={reference} cur={current}");
+            assert_eq!(
+                jump_holds(current, reference, 2.0, 5.0),
+                expected,
+                "ref={reference} cur={current}"
+            );
         }
         let text = jump_measure(7.0, 0.0);
         assert_eq!(text, "new activity: 7 vs 0");

@@ -22,7 +22,11 @@ pub struct Window {
 impl Window {
     pub fn new(span_ms: i64) -> Self {
         let width_ms = (span_ms / BUCKETS).max(1);
-        Self { width_ms, span_buckets: (span_ms + width_ms - 1) / width_ms, buckets: VecDeque::new() }
+        Self {
+            width_ms,
+            span_buckets: (span_ms + width_ms - 1) / width_ms,
+            buckets: VecDeque::new(),
+        }
     }
 
     /// Adds `weight` at `at_ms`. Out-of-order times are placed in their own bucket.
@@ -30,10 +34,12 @@ impl Window {
         let index = at_ms.div_euclid(self.width_ms);
         match self.buckets.back_mut() {
             Some((last, sum)) if *last == index => *sum += weight,
-            Some((last, _)) if *last > index => match self.buckets.binary_search_by(|(i, _)| i.cmp(&index)) {
-                Ok(found) => self.buckets[found].1 += weight,
-                Err(at) => self.buckets.insert(at, (index, weight)),
-            },
+            Some((last, _)) if *last > index => {
+                match self.buckets.binary_search_by(|(i, _)| i.cmp(&index)) {
+                    Ok(found) => self.buckets[found].1 += weight,
+                    Err(at) => self.buckets.insert(at, (index, weight)),
+                }
+            }
             _ => self.buckets.push_back((index, weight)),
         }
     }
@@ -45,14 +51,22 @@ impl Window {
         while self.buckets.front().is_some_and(|(i, _)| *i < oldest) {
             self.buckets.pop_front();
         }
-        self.buckets.iter().filter(|(i, _)| *i <= current).map(|(_, w)| w).sum()
+        self.buckets
+            .iter()
+            .filter(|(i, _)| *i <= current)
+            .map(|(_, w)| w)
+            .sum()
     }
 
     /// Sum over the last `span_ms` only (`span_ms` at most this window's span).
     pub fn sum_recent(&self, now_ms: i64, span_ms: i64) -> f64 {
         let current = now_ms.div_euclid(self.width_ms);
         let oldest = current - (span_ms / self.width_ms).max(1) + 1;
-        self.buckets.iter().filter(|(i, _)| *i >= oldest && *i <= current).map(|(_, w)| w).sum()
+        self.buckets
+            .iter()
+            .filter(|(i, _)| *i >= oldest && *i <= current)
+            .map(|(_, w)| w)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {

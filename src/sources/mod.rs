@@ -71,13 +71,28 @@ pub struct Source {
 
 impl Source {
     /// Checks the request's credentials over the raw body. Runs before any parsing.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<(), SourceError> {
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), SourceError> {
         match &self.kind {
-            SourceKind::SendGrid { verification_key: None, .. } => Ok(()),
-            SourceKind::SendGrid { verification_key: Some(key), max_skew_secs } => key
+            SourceKind::SendGrid {
+                verification_key: None,
+                ..
+            } => Ok(()),
+            SourceKind::SendGrid {
+                verification_key: Some(key),
+                max_skew_secs,
+            } => key
                 .verify(
-                    headers.get(sendgrid::SIGNATURE_HEADER).map(|v| v.as_bytes()),
-                    headers.get(sendgrid::TIMESTAMP_HEADER).map(|v| v.as_bytes()),
+                    headers
+                        .get(sendgrid::SIGNATURE_HEADER)
+                        .map(|v| v.as_bytes()),
+                    headers
+                        .get(sendgrid::TIMESTAMP_HEADER)
+                        .map(|v| v.as_bytes()),
                     body,
                     now_secs,
                     *max_skew_secs,
@@ -96,7 +111,9 @@ impl Source {
     /// Whether requests to this source are checked for a signature.
     pub fn is_verified(&self) -> bool {
         match &self.kind {
-            SourceKind::SendGrid { verification_key, .. } => verification_key.is_some(),
+            SourceKind::SendGrid {
+                verification_key, ..
+            } => verification_key.is_some(),
         }
     }
 }

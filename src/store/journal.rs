@@ -76,7 +76,13 @@ impl Journal {
     ) -> Result<oneshot::Receiver<Result<Accepted, String>>, QueueFull> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .try_send(Job { source, received_ms, body, events, reply })
+            .try_send(Job {
+                source,
+                received_ms,
+                body,
+                events,
+                reply,
+            })
             .map_err(|_| QueueFull)?;
         Ok(answer)
     }
@@ -113,11 +119,19 @@ async fn writer(
                         .filter(|(_, is_new)| **is_new)
                         .map(|(parsed, _)| parsed.event)
                         .collect();
-                    let answer = Accepted { new: new_events.len(), duplicates: total - new_events.len() };
+                    let answer = Accepted {
+                        new: new_events.len(),
+                        duplicates: total - new_events.len(),
+                    };
                     if !new_events.is_empty() {
-                        let durable = DurableEvents { received_ms: job.received_ms, events: new_events };
+                        let durable = DurableEvents {
+                            received_ms: job.received_ms,
+                            events: new_events,
+                        };
                         if engine.send(durable).await.is_err() {
-                            tracing::error!("rule engine stopped; durable events will be evaluated after restart");
+                            tracing::error!(
+                                "rule engine stopped; durable events will be evaluated after restart"
+                            );
                         }
                     }
                     let _ = job.reply.send(Ok(answer));
@@ -139,7 +153,11 @@ async fn write_group(store: &Store, group: &[Job]) -> Result<Vec<Vec<bool>>, Sto
     let mut tx = store.pool().begin().await?;
     let mut result = Vec::with_capacity(group.len());
     for job in group {
-        let keys: Vec<i64> = job.events.iter().flat_map(|e| e.keys.iter().copied()).collect();
+        let keys: Vec<i64> = job
+            .events
+            .iter()
+            .flat_map(|e| e.keys.iter().copied())
+            .collect();
         let inserted: HashSet<i64> = if keys.is_empty() {
             HashSet::new()
         } else {
@@ -160,7 +178,10 @@ async fn write_group(store: &Store, group: &[Job]) -> Result<Vec<Vec<bool>>, Sto
             .events
             .iter()
             .map(|e| {
-                let new = e.keys.iter().all(|k| inserted.contains(k) && !claimed.contains(k));
+                let new = e
+                    .keys
+                    .iter()
+                    .all(|k| inserted.contains(k) && !claimed.contains(k));
                 claimed.extend(e.keys.iter().copied());
                 new
             })
@@ -176,13 +197,15 @@ async fn write_group(store: &Store, group: &[Job]) -> Result<Vec<Vec<bool>>, Sto
         if !positions.is_empty() {
             let accepted: Option<Vec<u8>> = (positions.len() != job.events.len())
                 .then(|| positions.iter().flat_map(|p| p.to_le_bytes()).collect());
-            sqlx::query("INSERT INTO batches (source, received_ms, body, accepted) VALUES ($1, $2, $3, $4)")
-                .bind(&*job.source)
-                .bind(job.received_ms)
-                .bind(&job.body[..])
-                .bind(accepted)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO batches (source, received_ms, body, accepted) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&*job.source)
+            .bind(job.received_ms)
+            .bind(&job.body[..])
+            .bind(accepted)
+            .execute(&mut *tx)
+            .await?;
         }
         result.push(is_new);
     }
@@ -204,7 +227,12 @@ pub struct StoredBatch {
 impl Store {
     /// Up to `limit` journal batches with id above `after_id` received at or after
     /// `since_ms`, in arrival order.
-    pub async fn batches_since(&self, since_ms: i64, after_id: i64, limit: i64) -> Result<Vec<StoredBatch>, StoreError> {
+    pub async fn batches_since(
+        &self,
+        since_ms: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredBatch>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, source, received_ms, body, accepted FROM batches
              WHERE id > $1 AND received_ms >= $2 ORDER BY id LIMIT $3",
@@ -220,17 +248,28 @@ impl Store {
                 let accepted = match accepted {
                     None => None,
                     Some(bytes) if bytes.len() % 4 == 0 => Some(
-                        bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                        bytes
+                            .chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect(),
                     ),
                     Some(_) => return Err(StoreError::Corrupt("batch accepted positions".into())),
                 };
-                Ok(StoredBatch { id: r.get(0), source: r.get(1), received_ms: r.get(2), body: r.get(3), accepted })
+                Ok(StoredBatch {
+                    id: r.get(0),
+                    source: r.get(1),
+                    received_ms: r.get(2),
+                    body: r.get(3),
+                    accepted,
+                })
             })
             .collect()
     }
 
     /// Number of dedup keys remembered; for tests and the benchmark report.
     pub async fn seen_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM seen").fetch_one(self.pool()).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM seen")
+            .fetch_one(self.pool())
+            .await?)
     }
 }

@@ -80,7 +80,10 @@ impl Store {
     /// Opens (creating if needed) the database at `path` in WAL mode with full fsync on
     /// commit, and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| open_error(sqlx::Error::Io(e)))?;
         }
@@ -105,11 +108,20 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await?;
+        let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *conn)
+            .await?;
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", index + 1))).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {}",
+                index + 1
+            )))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         Ok(())
@@ -197,7 +209,12 @@ impl Store {
     }
 
     /// Pending deliveries for `contact` that are due at `now_ms`, oldest first.
-    pub async fn due_outbox(&self, contact: &str, now_ms: i64, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    pub async fn due_outbox(
+        &self,
+        contact: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, contact, fingerprint, notification, attempts, deadline_ms FROM outbox
              WHERE contact = $1 AND status = 'pending' AND next_attempt_ms <= $2
@@ -242,7 +259,13 @@ impl Store {
     }
 
     /// Records a failed attempt and when to try again.
-    pub async fn outbox_retry(&self, id: i64, next_attempt_ms: i64, error: &str, counts_as_attempt: bool) -> Result<(), StoreError> {
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        next_attempt_ms: i64,
+        error: &str,
+        counts_as_attempt: bool,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + $4, next_attempt_ms = $2, last_error = $3 WHERE id = $1",
         )
@@ -291,21 +314,35 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     /// The chat message a contact posted for an alert, if any.
-    pub async fn message_ref(&self, fingerprint: &str, contact: &str) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query("SELECT channel, ts FROM messages WHERE fingerprint = $1 AND contact = $2")
-            .bind(fingerprint)
-            .bind(contact)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn message_ref(
+        &self,
+        fingerprint: &str,
+        contact: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row =
+            sqlx::query("SELECT channel, ts FROM messages WHERE fingerprint = $1 AND contact = $2")
+                .bind(fingerprint)
+                .bind(contact)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// Remembers the chat message a contact posted for an alert.
-    pub async fn save_message_ref(&self, fingerprint: &str, contact: &str, channel: &str, ts: &str) -> Result<(), StoreError> {
+    pub async fn save_message_ref(
+        &self,
+        fingerprint: &str,
+        contact: &str,
+        channel: &str,
+        ts: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO messages (fingerprint, contact, channel, ts) VALUES ($1, $2, $3, $4)
              ON CONFLICT (fingerprint, contact) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
@@ -321,7 +358,11 @@ impl Store {
 
     /// Deletes journal batches received before `batches_before_ms` and dedup keys before
     /// `seen_before_s`.
-    pub async fn prune(&self, batches_before_ms: i64, seen_before_s: i64) -> Result<(u64, u64), StoreError> {
+    pub async fn prune(
+        &self,
+        batches_before_ms: i64,
+        seen_before_s: i64,
+    ) -> Result<(u64, u64), StoreError> {
         let batches = sqlx::query("DELETE FROM batches WHERE received_ms < $1")
             .bind(batches_before_ms)
             .execute(&self.pool)

@@ -62,12 +62,17 @@ struct CustomArgs {
 }
 
 /// Parses a whole request body. `received_ms` stands in for a missing event timestamp.
-pub fn parse_batch(source: &Arc<str>, body: &[u8], received_ms: i64) -> Result<ParsedBatch, SourceError> {
+pub fn parse_batch(
+    source: &Arc<str>,
+    body: &[u8],
+    received_ms: i64,
+) -> Result<ParsedBatch, SourceError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let elements: Vec<&RawValue> = match first {
-        Some(b'[') => serde_json::from_slice(body)
-            .map_err(|e| SourceError::BadRequest(format!("body is not a JSON array of events: {e}")))?,
+        Some(b'[') => serde_json::from_slice(body).map_err(|e| {
+            SourceError::BadRequest(format!("body is not a JSON array of events: {e}"))
+        })?,
         Some(b'{') => vec![
             serde_json::from_slice(body)
                 .map_err(|e| SourceError::BadRequest(format!("body is not a JSON object: {e}")))?,
@@ -83,14 +88,22 @@ pub fn parse_batch(source: &Arc<str>, body: &[u8], received_ms: i64) -> Result<P
     let mut batch = ParsedBatch::default();
     for (position, raw) in elements.into_iter().enumerate() {
         match parse_event(source, raw, received_ms) {
-            Ok((event, keys)) => batch.events.push(ParsedEvent { position: position as u32, event, keys }),
+            Ok((event, keys)) => batch.events.push(ParsedEvent {
+                position: position as u32,
+                event,
+                keys,
+            }),
             Err(reason) => batch.skipped.push(format!("event {position}: {reason}")),
         }
     }
     Ok(batch)
 }
 
-fn parse_event(source: &Arc<str>, raw: &RawValue, received_ms: i64) -> Result<(Event, DedupKeys), String> {
+fn parse_event(
+    source: &Arc<str>,
+    raw: &RawValue,
+    received_ms: i64,
+) -> Result<(Event, DedupKeys), String> {
     let wire: WireEvent = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
     let event_name = wire.event.as_deref().ok_or("missing \"event\"")?;
     let event_name = slug(event_name, 40);
@@ -112,10 +125,15 @@ fn parse_event(source: &Arc<str>, raw: &RawValue, received_ms: i64) -> Result<(E
     if let Some(domain) = wire.email.as_deref().and_then(recipient_domain) {
         labels.push((Cow::Borrowed("domain"), domain));
     }
-    if let Some(reason) = reason_class(&event_name, wire.reason.as_deref(), wire.status.as_deref()) {
+    if let Some(reason) = reason_class(&event_name, wire.reason.as_deref(), wire.status.as_deref())
+    {
         labels.push((Cow::Borrowed("reason"), reason));
     }
-    if let Some(kind) = wire.bounce_type.as_deref().filter(|_| event_name == "bounce") {
+    if let Some(kind) = wire
+        .bounce_type
+        .as_deref()
+        .filter(|_| event_name == "bounce")
+    {
         labels.push((Cow::Borrowed("bounce_type"), slug(kind, 20)));
     }
     if let Some(class) = wire.bounce_classification.as_deref() {
@@ -145,10 +163,16 @@ fn parse_event(source: &Arc<str>, raw: &RawValue, received_ms: i64) -> Result<(E
         .filter(|t| parse_traceparent(t).is_some());
 
     let mut keys = DedupKeys::default();
+    // The provider's id, scoped by event type: ids are unique per event in practice,
+    // and the scoping keeps documentation placeholders (one id for every type) apart.
     if let Some(id) = wire.sg_event_id.as_deref().filter(|id| !id.is_empty()) {
-        keys.push(dedup_key(source, &["id", id]));
+        keys.push(dedup_key(source, &["id", id, &event_name]));
     }
-    let timestamp = wire.timestamp.as_ref().map(|n| n.to_string()).unwrap_or_default();
+    let timestamp = wire
+        .timestamp
+        .as_ref()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
     keys.push(dedup_key(
         source,
         &[
@@ -224,16 +248,20 @@ fn reason_class(event: &str, reason: Option<&str>, status: Option<&str>) -> Opti
 fn enhanced_status(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     for start in 0..bytes.len() {
-        if !matches!(bytes[start], b'2' | b'4' | b'5') || (start > 0 && bytes[start - 1].is_ascii_alphanumeric()) {
+        if !matches!(bytes[start], b'2' | b'4' | b'5')
+            || (start > 0 && bytes[start - 1].is_ascii_alphanumeric())
+        {
             continue;
         }
         let rest = &text[start..];
         let mut parts = rest.splitn(3, '.');
-        let (Some(class), Some(subject), Some(tail)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(class), Some(subject), Some(tail)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         let detail: String = tail.chars().take_while(char::is_ascii_digit).collect();
-        let digits = |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
         if class.len() == 1 && digits(subject) && digits(&detail) {
             return Some(format!("{class}.{subject}.{detail}"));
         }
@@ -259,7 +287,10 @@ mod tests {
     }
 
     fn samples(name: &str) -> Vec<u8> {
-        let path = format!("{}/../shared/samples/sendgrid/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../shared/samples/sendgrid/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -285,7 +316,10 @@ mod tests {
         }
         for parsed in &batch.events {
             for (name, value) in &parsed.event.labels {
-                assert!(!value.contains('@'), "label {name}={value} holds an address");
+                assert!(
+                    !value.contains('@'),
+                    "label {name}={value} holds an address"
+                );
             }
         }
     }
@@ -299,41 +333,82 @@ mod tests {
         assert_eq!(event.label("reason"), Some("invalid"));
         assert_eq!(event.label("domain"), Some("invalid"));
         assert_eq!(event.provider_id.as_deref(), Some("3NPOePGOTkeM_U3fgWApfg"));
-        assert!(event.raw.contains("anymail_id"), "custom args stay in the raw event");
+        assert!(
+            event.raw.contains("anymail_id"),
+            "custom args stay in the raw event"
+        );
     }
 
     #[test]
     fn category_string_or_array_and_bare_objects_with_bom() {
-        let batch = parse_batch(&source(), &samples("docs_category_array_and_string_mixed.json"), 0).unwrap();
-        let categories: Vec<_> = batch.events.iter().map(|e| e.event.label("category")).collect();
+        let batch = parse_batch(
+            &source(),
+            &samples("docs_category_array_and_string_mixed.json"),
+            0,
+        )
+        .unwrap();
+        let categories: Vec<_> = batch
+            .events
+            .iter()
+            .map(|e| e.event.label("category"))
+            .collect();
         assert_eq!(categories.len(), 2);
         assert!(categories.iter().all(Option::is_some));
 
-        let processed = parse_batch(&source(), &samples("anymail_processed_custom_args_category_array.json"), 0).unwrap();
-        assert_eq!(processed.events[0].event.label("category"), Some("tag1,tag2"));
+        let processed = parse_batch(
+            &source(),
+            &samples("anymail_processed_custom_args_category_array.json"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            processed.events[0].event.label("category"),
+            Some("tag1,tag2")
+        );
 
         let bounce = parse_batch(&source(), &samples("mirajavora_bounce_with_ip.json"), 0).unwrap();
-        assert_eq!(bounce.events.len(), 1, "a bare object with a BOM is a batch of one");
+        assert_eq!(
+            bounce.events.len(),
+            1,
+            "a bare object with a BOM is a batch of one"
+        );
         assert_eq!(bounce.events[0].event.kind, "sendgrid.bounce");
     }
 
     #[test]
     fn bounce_types_and_reason_classes() {
         let blocked = parse_batch(&source(), &samples("docs_bounce_type_blocked.json"), 0).unwrap();
-        assert_eq!(blocked.events[0].event.label("bounce_type"), Some("blocked"));
+        assert_eq!(
+            blocked.events[0].event.label("bounce_type"),
+            Some("blocked")
+        );
         let bounce = parse_batch(&source(), &samples("docs_bounce_type_bounce.json"), 0).unwrap();
         assert_eq!(bounce.events[0].event.label("bounce_type"), Some("bounce"));
         assert_eq!(bounce.events[0].event.label("reason"), Some("5.0.0"));
 
         let table = [
-            ("bounce", Some("550 5.1.1 mailbox unavailable"), None, "5.1.1"),
-            ("bounce", Some("550 mailbox unavailable "), Some("550"), "550"),
+            (
+                "bounce",
+                Some("550 5.1.1 mailbox unavailable"),
+                None,
+                "5.1.1",
+            ),
+            (
+                "bounce",
+                Some("550 mailbox unavailable "),
+                Some("550"),
+                "550",
+            ),
             ("deferred", Some("421 try again later"), None, "421"),
             ("deferred", Some("no code here"), None, "unknown"),
             ("dropped", Some("Bounced Address"), None, "bounced_address"),
         ];
         for (event, reason, status, expected) in table {
-            assert_eq!(reason_class(event, reason, status).as_deref(), Some(expected), "{reason:?}");
+            assert_eq!(
+                reason_class(event, reason, status).as_deref(),
+                Some(expected),
+                "{reason:?}"
+            );
         }
         assert_eq!(reason_class("open", Some("x"), None), None);
     }
@@ -353,7 +428,11 @@ mod tests {
     #[test]
     fn whole_body_errors() {
         for body in [&b""[..], b"   ", b"\"string\"", b"[{\"event\":", b"null"] {
-            assert!(parse_batch(&source(), body, 0).is_err(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                parse_batch(&source(), body, 0).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -16,8 +16,8 @@ pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
 
 /// DER prefix of a SubjectPublicKeyInfo holding an uncompressed P-256 point.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// A verification key as configured for one SendGrid source.
@@ -39,8 +39,14 @@ pub enum SignatureError {
     MissingHeader(&'static str),
     #[error("timestamp {0:?} is not a number of seconds")]
     BadTimestamp(String),
-    #[error("timestamp {timestamp} is {skew_secs}s away from now, more than the {max_skew_secs}s allowed")]
-    Stale { timestamp: i64, skew_secs: i64, max_skew_secs: i64 },
+    #[error(
+        "timestamp {timestamp} is {skew_secs}s away from now, more than the {max_skew_secs}s allowed"
+    )]
+    Stale {
+        timestamp: i64,
+        skew_secs: i64,
+        max_skew_secs: i64,
+    },
     #[error("signature is not strict base64")]
     BadEncoding,
     #[error("signature does not verify")]
@@ -53,7 +59,8 @@ impl VerificationKey {
         let der = STANDARD
             .decode(text.trim())
             .map_err(|e| format!("not base64 ({e})"))?;
-        if der.len() != P256_SPKI_PREFIX.len() + 65 || der[..P256_SPKI_PREFIX.len()] != P256_SPKI_PREFIX
+        if der.len() != P256_SPKI_PREFIX.len() + 65
+            || der[..P256_SPKI_PREFIX.len()] != P256_SPKI_PREFIX
         {
             return Err("not a P-256 SubjectPublicKeyInfo (expected 91 DER bytes)".into());
         }
@@ -91,7 +98,11 @@ impl VerificationKey {
 
         let skew_secs = (now_secs - ts).abs();
         if skew_secs > max_skew_secs {
-            return Err(SignatureError::Stale { timestamp: ts, skew_secs, max_skew_secs });
+            return Err(SignatureError::Stale {
+                timestamp: ts,
+                skew_secs,
+                max_skew_secs,
+            });
         }
         Ok(())
     }
@@ -114,7 +125,10 @@ mod tests {
     /// Every published SDK vector: verified at its own signing time.
     #[test]
     fn sdk_vectors() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples/sendgrid/signed_event_webhook");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/samples/sendgrid/signed_event_webhook"
+        );
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).expect("shared samples beside the repo") {
             let path = entry.unwrap().path();
@@ -127,7 +141,12 @@ mod tests {
                 1_600_112_502,
                 300,
             );
-            assert_eq!(result.is_ok(), v.expected_valid, "{}: {result:?}", v.description);
+            assert_eq!(
+                result.is_ok(),
+                v.expected_valid,
+                "{}: {result:?}",
+                v.description
+            );
             seen += 1;
         }
         assert_eq!(seen, 6);
@@ -151,7 +170,10 @@ mod tests {
             1_600_112_502 + 301,
             300,
         );
-        assert!(matches!(stale, Err(SignatureError::Stale { skew_secs: 301, .. })));
+        assert!(matches!(
+            stale,
+            Err(SignatureError::Stale { skew_secs: 301, .. })
+        ));
         let garbage = format!("{}AA", v.signature);
         let result = key.verify(
             Some(garbage.as_bytes()),

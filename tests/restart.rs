@@ -1,0 +1,217 @@
+//! The real binary, killed with SIGKILL and started again: no accepted event is lost,
+//! no notification already sent is sent again, and redeliveries stay duplicates.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::SlackFake;
+use support::reqwest_lite::Client;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn(config: &std::path::Path, port: u16, client: &Client) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_backchannel"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child };
+    let start = Instant::now();
+    loop {
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), async {
+            Ok::<_, ()>(
+                client
+                    .try_get(&format!("http://127.0.0.1:{port}/readyz"))
+                    .await,
+            )
+        })
+        .await
+            && reply == Some(200)
+        {
+            return server;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_loses_nothing_and_resends_nothing() {
+    let fake = SlackFake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r##"
+[server]
+eval_interval = "100ms"
+[store]
+path = "state.db"
+[sources.sendgrid]
+type = "sendgrid"
+[contacts.slack]
+type = "slack"
+token = "xoxb-restart"
+channel = "#alerts"
+api_url = "{}"
+[[routes]]
+contacts = ["slack"]
+[[rules]]
+name = "spam"
+kind = "each"
+match = {{ kinds = ["sendgrid.spamreport"] }}
+window = "1h"
+summary = "spam complaint"
+[[rules]]
+name = "bounces"
+kind = "threshold"
+match = {{ kinds = ["sendgrid.bounce"] }}
+group_by = ["domain"]
+window = "1h"
+threshold = 3
+summary = "{{{{facts.count}}}} bounces at {{{{labels.domain}}}}"
+"##,
+            fake.api_url()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let client = Client::new();
+    let url = format!("http://127.0.0.1:{port}/ingest/sendgrid");
+    let spam = r#"[{"event":"spamreport","email":"a@x.example","timestamp":1700000000,"sg_event_id":"s1"}]"#;
+    let two_bounces = r#"[{"event":"bounce","email":"a@b.example","timestamp":1700000000,"sg_event_id":"b1"},
+                          {"event":"bounce","email":"c@b.example","timestamp":1700000001,"sg_event_id":"b2"}]"#;
+
+    let mut server = spawn(&config, port, &client).await;
+    assert_eq!(client.post(&url, &[], spam).await.status, 200);
+    fake.wait_for_ok(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        client.post(&url, &[], two_bounces).await.json()["accepted"],
+        2
+    );
+    server.child.kill().unwrap(); // SIGKILL: no shutdown code runs
+    server.child.wait().unwrap();
+
+    let _server = spawn(&config, port, &client).await;
+    // Redeliveries after the restart are still duplicates.
+    let again = client.post(&url, &[], two_bounces).await.json();
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
+    // The two bounces before the crash count: a third reaches the threshold.
+    let third =
+        r#"[{"event":"bounce","email":"d@b.example","timestamp":1700000002,"sg_event_id":"b3"}]"#;
+    assert_eq!(client.post(&url, &[], third).await.json()["accepted"], 1);
+
+    let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        sent[1].body["text"],
+        "Firing [warning]: 3 bounces at b.example"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // several evaluation ticks
+    let texts: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| r.body["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Firing [warning]: spam complaint",
+            "Firing [warning]: 3 bounces at b.example"
+        ],
+        "the spam alert is not sent again"
+    );
+}
+
+#[test]
+fn replay_prints_the_notifications_as_json() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
+        .args(["replay", "--config", example, "--json"])
+        .env_remove("SLACK_BOT_TOKEN")
+        .arg(support::samples().join("sendgrid/docs_all_event_types_batch.json"))
+        .arg(support::samples().join("sendgrid/anymail_dropped_invalid.json"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["rule"], "sendgrid-spam-report");
+    assert_eq!(lines[0]["status"], "firing");
+    assert_eq!(lines[0]["severity"], "warning");
+    assert_eq!(lines[0]["labels"]["domain"], "test.com");
+    assert_eq!(
+        lines[0]["summary"],
+        "Spam complaint from a recipient at test.com (1 in the last hour)"
+    );
+    assert_eq!(lines[0]["at"], "2017-12-15T00:59:29Z");
+    // Without SLACK_BOT_TOKEN the example's Slack contact is disabled.
+    assert_eq!(lines[0]["contacts"], serde_json::json!(["log"]));
+}
+
+#[test]
+fn check_names_file_key_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nname = \"x\"\nkind = \"threshold\"\nwindow = \"ten minutes\"\nthreshold = 5\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.toml: rules[0].window: expected a duration such as \"10m\" or \"24h\", found \"ten minutes\""), "{stderr}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 sources, 6 rules, 2 routes"));
+}
