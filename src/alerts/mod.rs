@@ -81,6 +81,35 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// A representative notification, used by `check` to prove templates render.
+    pub fn sample() -> Self {
+        Notification {
+            fingerprint: "0123456789abcdef".into(),
+            rule: "sample-rule".into(),
+            status: Status::Firing,
+            repeat: false,
+            severity: Severity::Warning,
+            labels: BTreeMap::from([
+                ("domain".to_string(), "example.com".to_string()),
+                ("rule".to_string(), "sample-rule".to_string()),
+                ("severity".to_string(), "warning".to_string()),
+            ]),
+            summary: "Sample: 12 dropped <invalid> & more".into(),
+            description: "A sample description.".into(),
+            facts: Facts {
+                count: 12.0,
+                measure: "12 in 10m (threshold 10)".into(),
+                ..Facts::default()
+            },
+            started_at: rfc3339(0),
+            at: rfc3339(0),
+            at_ms: 0,
+            trace_url: Some("https://traces.example/trace/4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            event: Some(serde_json::json!({"event": "dropped", "email": "someone@example.com"})),
+            contacts: vec!["sample".into()],
+        }
+    }
+
     /// The key that makes a delivery to `contact` happen once per decision.
     pub fn idempotency_key(&self, contact: &str) -> String {
         format!(

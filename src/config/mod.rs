@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use raw::{RawConfig, RawContact, RawMatcher, RawRule, RawSource};
 
-use crate::alerts::Route;
+use crate::alerts::{Notification, Route};
 use crate::notify::log::LogContact;
 use crate::notify::slack::{ResolveMode, SlackContact, Target};
 use crate::notify::{Contact, ContactKind};
@@ -494,15 +494,14 @@ fn check_contacts(
                     },
                 };
                 let max_description = max_description_chars.unwrap_or(3000);
-                (
-                    ContactKind::Slack(Box::new(SlackContact::new(
-                        &api_url,
-                        target,
-                        template,
-                        max_description,
-                    ))),
-                    delivery_deadline,
-                )
+                let contact = SlackContact::new(&api_url, target, template, max_description);
+                if let Err(e) = contact.try_render(&name, templates, &Notification::sample()) {
+                    issues.add(
+                        format!("{key}.template"),
+                        format!("expected a template that renders a Slack message: {e}"),
+                    );
+                }
+                (ContactKind::Slack(Box::new(contact)), delivery_deadline)
             }
         };
         let deadline_ms = duration(
@@ -876,6 +875,28 @@ mod tests {
                 "expected {expected:?} in:\n{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_slack_template_that_is_not_a_message_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("broken.hbs"), "{\"text\": {{summary}}}").unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[templates]\ndir = \"{}\"\n[contacts.s]\ntype = \"slack\"\nwebhook_url = \"http://127.0.0.1:9/h\"\ntemplate = \"broken\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let message = Config::load(&path).err().expect("refused").to_string();
+        assert!(
+            message.contains(
+                "contacts.s.template: expected a template that renders a Slack message: not JSON"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -155,6 +155,25 @@ impl SlackContact {
         templates: &Templates,
         notification: &Notification,
     ) -> SlackMessageContent {
+        self.try_render(contact, templates, notification)
+            .unwrap_or_else(|error| {
+                tracing::error!(error = %error, contact, template = %self.template, "slack template failed; sending plain text");
+                let text = format!(
+                    "[{}] {}",
+                    notification.status.as_str(),
+                    escape_mrkdwn(&notification.summary)
+                );
+                SlackMessageContent::new().with_text(truncate_chars(&text, 3000).unwrap_or(text))
+            })
+    }
+
+    /// Renders without the fallback; `check` uses it to prove a template works.
+    pub fn try_render(
+        &self,
+        contact: &str,
+        templates: &Templates,
+        notification: &Notification,
+    ) -> Result<SlackMessageContent, String> {
         let mut notification = notification.clone();
         if let Some(short) = truncate_chars(&notification.description, self.max_description_chars) {
             tracing::warn!(
@@ -165,26 +184,17 @@ impl SlackContact {
             );
             notification.description = short;
         }
-        let rendered = templates
+        let text = templates
             .render(&self.template, Context::SlackJson, &notification)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .map_err(|e| format!("not JSON: {e}"))
-            });
-        let parsed = rendered.and_then(|mut payload| {
-            let cut = apply_slack_limits(&mut payload);
-            if cut > 0 {
-                tracing::debug!(contact, cut, "values cut to Slack's limits");
-            }
-            serde_json::from_value::<SlackMessageContent>(payload)
-                .map_err(|e| format!("not a Slack message: {e}"))
-        });
-        parsed.unwrap_or_else(|error| {
-            tracing::error!(error = %error, contact, template = %self.template, "slack template failed; sending plain text");
-            let text = format!("[{}] {}", notification.status.as_str(), escape_mrkdwn(&notification.summary));
-            SlackMessageContent::new().with_text(truncate_chars(&text, 3000).unwrap_or(text))
-        })
+            .map_err(|e| e.to_string())?;
+        let mut payload: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+        let cut = apply_slack_limits(&mut payload);
+        if cut > 0 {
+            tracing::debug!(contact, cut, "values cut to Slack's limits");
+        }
+        serde_json::from_value::<SlackMessageContent>(payload)
+            .map_err(|e| format!("not a Slack message: {e}"))
     }
 }
 
@@ -226,5 +236,66 @@ fn classify(error: SlackClientError) -> Delivery {
             after: None,
             error: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects formatted log lines so a test can assert on warnings.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Field case B17: the over-long description is cut with one warning naming the
+    /// field, and the message still renders within Slack's limits.
+    #[test]
+    fn b17_truncation_warns_once_naming_the_field() {
+        crate::install_crypto_provider();
+        let contact = SlackContact::new(
+            "http://127.0.0.1:9/api",
+            Target::Webhook {
+                url: "http://127.0.0.1:9/hooks/x".parse().unwrap(),
+            },
+            "slack".into(),
+            3000,
+        );
+        let templates = Templates::load(None).unwrap();
+        let mut notification = Notification::sample();
+        notification.summary = "S".repeat(200);
+        notification.description = "x".repeat(3500);
+
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let content = tracing::subscriber::with_default(subscriber, || {
+            contact
+                .try_render("ops", &templates, &notification)
+                .unwrap()
+        });
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
+        assert!(logs.contains("truncated field description"), "{logs}");
+        assert!(content.text.unwrap().chars().count() <= 40_000);
+        assert_eq!(
+            content.blocks.unwrap().len(),
+            5,
+            "header, description, fields, trace, context"
+        );
     }
 }
