@@ -9,7 +9,7 @@
 
 pub mod runner;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::rules::{Facts, GroupOutcome, Severity};
@@ -145,6 +145,8 @@ pub struct Change {
 #[derive(Debug)]
 pub struct AlertBook {
     alerts: HashMap<String, AlertState>,
+    /// Fingerprints of the firing alerts, for the engine's per-group check.
+    firing: HashSet<u64>,
     routes: Arc<[Route]>,
     templates: Arc<Templates>,
     trace_url: Option<String>,
@@ -154,6 +156,7 @@ impl AlertBook {
     pub fn new(routes: Arc<[Route]>, templates: Arc<Templates>, trace_url: Option<String>) -> Self {
         Self {
             alerts: HashMap::new(),
+            firing: HashSet::new(),
             routes,
             templates,
             trace_url,
@@ -172,6 +175,11 @@ impl AlertBook {
             } else {
                 Status::Resolved
             };
+            if status == Status::Firing {
+                let id = u64::from_str_radix(&row.fingerprint, 16)
+                    .map_err(|e| format!("alert {}: fingerprint: {e}", row.fingerprint))?;
+                self.firing.insert(id);
+            }
             self.alerts.insert(
                 row.fingerprint,
                 AlertState {
@@ -189,16 +197,16 @@ impl AlertBook {
     }
 
     pub fn is_firing(&self, fingerprint: &str) -> bool {
-        self.alerts
-            .get(fingerprint)
-            .is_some_and(|a| a.status == Status::Firing)
+        u64::from_str_radix(fingerprint, 16).is_ok_and(|id| self.firing.contains(&id))
+    }
+
+    /// Whether the alert with this fingerprint is firing.
+    pub fn is_firing_id(&self, fingerprint: u64) -> bool {
+        self.firing.contains(&fingerprint)
     }
 
     pub fn firing_count(&self) -> usize {
-        self.alerts
-            .values()
-            .filter(|a| a.status == Status::Firing)
-            .count()
+        self.firing.len()
     }
 
     /// Decides what each outcome means at `now_ms`.
@@ -214,6 +222,7 @@ impl AlertBook {
         labels.insert("rule".into(), outcome.rule.name.clone());
         labels.insert("severity".into(), outcome.rule.severity.as_str().into());
         let routes: Vec<usize> = self.matching_routes(&labels);
+        let id = u64::from_str_radix(&outcome.fingerprint, 16).unwrap_or_default();
 
         let state = self
             .alerts
@@ -233,6 +242,7 @@ impl AlertBook {
         match (outcome.holds, state.status) {
             (true, Status::Resolved) => {
                 state.status = Status::Firing;
+                self.firing.insert(id);
                 state.started_ms = now_ms;
                 state.resolved_ms = None;
                 state.seq += 1;
@@ -256,6 +266,7 @@ impl AlertBook {
             }
             (false, Status::Firing) => {
                 state.status = Status::Resolved;
+                self.firing.remove(&id);
                 state.resolved_ms = Some(now_ms);
                 send_to = routes
                     .iter()

@@ -77,7 +77,7 @@ impl Runner {
         }
         let outcomes = self
             .engine
-            .evaluate(now, false, |fp| self.book.is_firing(fp));
+            .evaluate(now, false, |fp| self.book.is_firing_id(fp));
         let changes = self.book.apply(outcomes, now);
         self.persist(changes, now).await?;
         Ok(replayed)
@@ -106,7 +106,7 @@ impl Runner {
             let now = (self.clock)();
             let outcomes = self
                 .engine
-                .evaluate(now, only_dirty, |fp| self.book.is_firing(fp));
+                .evaluate(now, only_dirty, |fp| self.book.is_firing_id(fp));
             if outcomes.is_empty() {
                 continue;
             }

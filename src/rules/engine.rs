@@ -23,15 +23,16 @@ pub struct GroupOutcome {
     pub last_event: Option<Arc<Event>>,
 }
 
+/// One group's state, kept small: with high-cardinality `group_by` there are hundreds
+/// of thousands. Labels and the ratio base key are derived from the map key when
+/// needed, and the latest event is kept only while the condition holds or fires.
 #[derive(Debug)]
 struct GroupState {
-    labels: BTreeMap<String, String>,
-    fingerprint: String,
+    fingerprint: u64,
     /// The rule's window (the recent window of a jump rule).
     primary: Window,
     /// Jump rules: window plus baseline.
     long: Option<Window>,
-    base_key: Option<String>,
     first_seen_ms: i64,
     last_event: Option<Arc<Event>>,
     dirty: bool,
@@ -99,10 +100,13 @@ impl Engine {
                 continue;
             }
             let key = key_of(&rule.group_by, &event);
-            let group = state
-                .groups
-                .entry(key)
-                .or_insert_with(|| new_group(rule, &event, at_ms));
+            let group = match state.groups.get_mut(&key) {
+                Some(group) => group,
+                None => state
+                    .groups
+                    .entry(key)
+                    .or_insert_with_key(|key| new_group(rule, key, at_ms)),
+            };
             group.primary.add(at_ms, event.weight);
             if let Some(long) = &mut group.long {
                 long.add(at_ms, event.weight);
@@ -119,28 +123,30 @@ impl Engine {
         &mut self,
         now_ms: i64,
         only_dirty: bool,
-        is_firing: impl Fn(&str) -> bool,
+        is_firing: impl Fn(u64) -> bool,
     ) -> Vec<GroupOutcome> {
         let mut outcomes = Vec::new();
         for state in &mut self.rules {
             let rule = state.rule.clone();
             let bases = &mut state.bases;
-            state.groups.retain(|_, group| {
+            state.groups.retain(|key, group| {
                 if only_dirty && !group.dirty {
                     return true;
                 }
                 group.dirty = false;
-                let firing = is_firing(&group.fingerprint);
-                let (holds, facts) = check(&rule, group, bases, now_ms, firing);
+                let firing = is_firing(group.fingerprint);
+                let (holds, facts) = check(&rule, key, group, bases, now_ms, firing);
                 if holds || firing {
                     outcomes.push(GroupOutcome {
                         rule: rule.clone(),
-                        fingerprint: group.fingerprint.clone(),
-                        labels: group.labels.clone(),
+                        fingerprint: format!("{:016x}", group.fingerprint),
+                        labels: labels_of(&rule.group_by, key),
                         holds,
                         facts,
                         last_event: group.last_event.clone(),
                     });
+                } else {
+                    group.last_event = None;
                 }
                 firing
                     || !group.primary.is_empty()
@@ -165,8 +171,7 @@ impl Engine {
     }
 }
 
-fn new_group(rule: &Rule, event: &Event, at_ms: i64) -> GroupState {
-    let labels = super::group_labels(&rule.group_by, event);
+fn new_group(rule: &Rule, key: &str, at_ms: i64) -> GroupState {
     let (primary, long) = match &rule.kind {
         RuleKind::Each { window_ms }
         | RuleKind::Threshold { window_ms, .. }
@@ -180,24 +185,42 @@ fn new_group(rule: &Rule, event: &Event, at_ms: i64) -> GroupState {
             Some(Window::new(window_ms + baseline_ms)),
         ),
     };
-    let base_key = match &rule.kind {
-        RuleKind::Ratio { base_group_by, .. } => Some(key_of(base_group_by, event)),
-        _ => None,
-    };
     GroupState {
-        fingerprint: fingerprint(&rule.name, &labels),
-        labels,
+        fingerprint: fingerprint_id(&rule.name, &labels_of(&rule.group_by, key)),
         primary,
         long,
-        base_key,
         first_seen_ms: at_ms,
         last_event: None,
         dirty: true,
     }
 }
 
+/// The group labels encoded in a group key (values in `group_by` order).
+fn labels_of(group_by: &[String], key: &str) -> BTreeMap<String, String> {
+    group_by
+        .iter()
+        .cloned()
+        .zip(key.split('\u{1f}').map(str::to_string))
+        .collect()
+}
+
+/// The ratio base key for a group key: the values of `base_group_by`, taken from the
+/// group key since `base_group_by` is a subset of `group_by`.
+fn base_key_of(group_by: &[String], base_group_by: &[String], key: &str) -> String {
+    let values: Vec<&str> = key.split('\u{1f}').collect();
+    let mut base = String::new();
+    for label in base_group_by {
+        if let Some(index) = group_by.iter().position(|g| g == label) {
+            base.push_str(values.get(index).copied().unwrap_or_default());
+        }
+        base.push('\u{1f}');
+    }
+    base
+}
+
 fn check(
     rule: &Rule,
+    key: &str,
     group: &mut GroupState,
     bases: &mut HashMap<String, Window>,
     now_ms: i64,
@@ -235,12 +258,12 @@ fn check(
             min_ratio,
             min_base,
             window_ms,
+            base_group_by,
             ..
         } => {
-            let base = group
-                .base_key
-                .as_ref()
-                .and_then(|k| bases.get_mut(k))
+            let base_key = base_key_of(&rule.group_by, base_group_by, key);
+            let base = bases
+                .get_mut(&base_key)
                 .map(|w| w.sum(now_ms))
                 .unwrap_or(0.0);
             let ratio = if base > 0.0 { count / base } else { 0.0 };
@@ -307,14 +330,15 @@ fn key_of(group_by: &[String], event: &Event) -> String {
     key
 }
 
-/// Stable identity of an alert: the rule name and its group labels.
-pub fn fingerprint(rule: &str, labels: &BTreeMap<String, String>) -> String {
+/// Stable identity of an alert: the rule name and its group labels. Shown as 16 hex
+/// digits.
+pub fn fingerprint_id(rule: &str, labels: &BTreeMap<String, String>) -> u64 {
     let mut parts: Vec<&str> = vec![rule];
     for (name, value) in labels {
         parts.push(name);
         parts.push(value);
     }
-    format!("{:016x}", crate::sources::dedup_key("alert", &parts) as u64)
+    crate::sources::dedup_key("alert", &parts) as u64
 }
 
 #[cfg(test)]
