@@ -71,9 +71,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BACKCHANNEL_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,sqlx=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
                         } else {
                             let text = config
                                 .templates
-                                .render("log", backchannel::templates::Context::Text, n)
+                                .render("log", backchannel::templates::Context::Log, n)
                                 .unwrap_or_else(|e| e.to_string());
                             println!("{text}");
                         }
@@ -154,11 +155,21 @@ fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                let _ = tokio::signal::ctrl_c().await;
+                shutdown_signal().await;
                 tracing::info!("shutting down");
                 running.stop().await;
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, the signals a terminal and a service manager send.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }

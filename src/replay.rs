@@ -78,8 +78,8 @@ pub fn replay(
     while index < events.len() {
         let now = events[index].event.time_ms;
         // Before the clock reaches `now`, let windows expire as they would have.
-        let outcomes = engine.evaluate(now - 1, false, |fp| book.is_firing_id(fp));
-        collect(&mut out, book.apply(outcomes, now - 1));
+        let outcomes = engine.evaluate(now.saturating_sub(1), false, |fp| book.is_firing_id(fp));
+        collect(&mut out, book.apply(outcomes, now.saturating_sub(1)));
         while index < events.len() && events[index].event.time_ms == now {
             engine.observe(events[index].event.clone(), now);
             index += 1;

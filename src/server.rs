@@ -78,6 +78,7 @@ pub async fn start(
         clock: clock.clone(),
         deadlines_ms,
         wakers,
+        retention_ms: config.journal_retention_ms,
     };
     let replayed = runner
         .rebuild(&config.sources)
@@ -108,8 +109,13 @@ pub async fn start(
         journal,
         store: store.clone(),
         clock,
+        max_body_bytes: config.max_body_bytes,
     });
-    let app = router(state, config.max_body_bytes);
+    let app = router(
+        state,
+        config.max_body_bytes,
+        Duration::from_millis(config.request_timeout_ms as u64),
+    );
     let addr = listen.unwrap_or(config.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -145,11 +151,9 @@ async fn prune_forever(store: Store, clock: Clock, retention_ms: i64, dedup_hori
             .prune(now - retention_ms, (now - dedup_horizon_ms) / 1000)
             .await
         {
-            Ok((batches, keys)) if batches + keys > 0 => {
-                tracing::debug!(batches, keys, "journal pruned")
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error = %error, "journal pruning failed; will retry"),
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "aged-out rows pruned"),
+            Err(error) => tracing::warn!(error = %error, "pruning failed; will retry"),
         }
     }
 }

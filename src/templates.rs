@@ -14,8 +14,11 @@ use handlebars::Handlebars;
 /// Where rendered text ends up, which decides how `{{value}}` is escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Context {
-    /// Plain text: no escaping.
+    /// Plain text: no escaping. For summaries, which are escaped again where they go.
     Text,
+    /// A terminal or log file: control characters (line breaks, ESC, NUL) shown as
+    /// escapes, so a provider's text cannot forge lines or colours.
+    Log,
     /// Slack mrkdwn inside a JSON string: `& < >` as entities, then JSON string escapes.
     SlackJson,
     /// A JSON string: quotes, backslashes and control characters escaped.
@@ -53,6 +56,22 @@ pub fn escape_mrkdwn(text: &str) -> String {
     out
 }
 
+/// `text` with control characters written as `\n`, `\u{1b}` and so on.
+pub fn escape_control(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The inside of a JSON string literal for `text`.
 pub fn escape_json(text: &str) -> String {
     let quoted = serde_json::to_string(text).expect("strings serialise");
@@ -80,6 +99,7 @@ impl Templates {
         let mut registries = BTreeMap::new();
         for context in [
             Context::Text,
+            Context::Log,
             Context::SlackJson,
             Context::Json,
             Context::Html,
@@ -87,6 +107,7 @@ impl Templates {
             let mut registry = Handlebars::new();
             match context {
                 Context::Text => registry.register_escape_fn(handlebars::no_escape),
+                Context::Log => registry.register_escape_fn(escape_control),
                 Context::SlackJson => {
                     registry.register_escape_fn(|s| escape_json(&escape_mrkdwn(s)))
                 }
@@ -201,6 +222,15 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("&lt;!channel&gt;"));
+
+        let forged =
+            serde_json::json!({ "summary": "x\n== RESOLVED [critical] forged \u{1b}[31mred\u{0}" });
+        let log = templates.render("t", Context::Log, &forged).unwrap();
+        assert!(
+            !log.contains('\n') && !log.contains('\u{1b}') && !log.contains('\u{0}'),
+            "{log}"
+        );
+        assert!(log.contains("x\\n== RESOLVED"), "{log}");
 
         templates.register_inline("plain", "{{summary}}").unwrap();
         assert_eq!(

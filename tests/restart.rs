@@ -201,7 +201,7 @@ fn check_names_file_key_and_expectation() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("broken.toml: rules[0].window: expected a duration such as \"10m\" or \"24h\", found \"ten minutes\""), "{stderr}");
+    assert!(stderr.contains("broken.toml: rules[0].window: expected a duration above zero such as \"10m\" or \"24h\", found \"ten minutes\""), "{stderr}");
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))

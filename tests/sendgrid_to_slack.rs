@@ -178,7 +178,7 @@ async fn every_sample_is_accepted_or_answered_with_a_reason() {
     assert_eq!((accepted, duplicates), (23, 1));
 
     for (body, status, reason) in [
-        (&b"{\"event\":"[..], 400, "not a JSON object"),
+        (&b"{\"event\":"[..], 400, "body is not a valid event"),
         (b"\"just a string\"", 400, "expected a JSON array"),
         (b"", 400, "empty body"),
         (
@@ -524,67 +524,74 @@ async fn b21_rate_limit_honours_retry_after() {
     server.running.stop().await;
 }
 
-/// A 4xx other than 429 is not retried, and a rate limit that outlasts the delivery
-/// deadline ends as a dead letter with its reason, not a silent drop.
+/// Slack refusing the blocks gets the same notification as plain text; an error that
+/// would repeat (a 4xx other than 429) is not retried; a rate limit that outlasts the
+/// delivery deadline ends as a dead letter with its reason, never a silent drop.
 #[tokio::test]
-async fn permanent_errors_and_deadlines_become_dead_letters() {
+async fn refusals_fall_back_or_become_dead_letters() {
     let fake = SlackFake::start().await;
-    fake.script([
-        Answer::Error {
-            code: "invalid_blocks",
-        },
-        Answer::RateLimited { secs: 2 },
-        Answer::RateLimited { secs: 2 },
-    ]);
-    let slack = api(&fake);
-    let text = config(&slack, "", SPAM_RULE)
+    let text = config(&api(&fake), "", SPAM_RULE)
         .replace("delivery_deadline = \"1h\"", "delivery_deadline = \"3s\"");
     let server = start_server(&text, clock::system()).await;
     let url = format!("{}/ingest/sendgrid", server.base);
-    server
-        .client
-        .post(
-            &url,
-            &[],
-            r#"[{"event":"spamreport","email":"a@one.example","timestamp":1,"sg_event_id":"d1"}]"#,
-        )
-        .await;
-    let start = std::time::Instant::now();
-    loop {
-        if server.running.store.outbox_counts().await.unwrap().dead == 1 {
-            break;
+    let post = |domain: &'static str| {
+        let body = format!(
+            r#"[{{"event":"spamreport","email":"a@{domain}","timestamp":1,"sg_event_id":"{domain}"}}]"#
+        );
+        let client = server.client.clone();
+        let url = url.clone();
+        async move { assert_eq!(client.post(&url, &[], body).await.status, 200) }
+    };
+    let wait_dead = |count: i64| {
+        let store = server.running.store.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while store.outbox_counts().await.unwrap().dead < count {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "waiting for {count} dead letters"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        assert!(start.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server
-        .client
-        .post(
-            &url,
-            &[],
-            r#"[{"event":"spamreport","email":"a@two.example","timestamp":1,"sg_event_id":"d2"}]"#,
-        )
-        .await;
-    loop {
-        if server.running.store.outbox_counts().await.unwrap().dead == 2 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+
+    fake.script([Answer::Error {
+        code: "invalid_blocks",
+    }]);
+    post("one.example").await;
+    let sent = fake.wait_for_ok(1, Duration::from_secs(10)).await;
+    assert!(sent[0].body.get("blocks").is_none(), "{}", sent[0].body);
+    assert_eq!(
+        sent[0].body["text"],
+        "[firing] [warning] spam: Spam complaint from a recipient at one.example"
+    );
+
+    fake.script([Answer::Error {
+        code: "channel_not_found",
+    }]);
+    post("two.example").await;
+    wait_dead(1).await;
+
+    fake.script([
+        Answer::RateLimited { secs: 2 },
+        Answer::RateLimited { secs: 2 },
+    ]);
+    post("three.example").await;
+    wait_dead(2).await;
+
     let dead = server.running.store.dead_letters().await.unwrap();
-    assert_eq!(dead[1].2, "slack answered invalid_blocks");
     assert!(
         dead[0]
             .2
             .starts_with("gave up after 2 attempts: rate limited"),
-        "{:?}",
-        dead[0]
+        "{dead:?}"
     );
+    assert_eq!(dead[1].2, "slack answered channel_not_found");
+    let answered: Vec<String> = fake.requests().iter().map(|r| r.answered.clone()).collect();
     assert_eq!(
-        fake.requests().len(),
-        3,
-        "invalid_blocks tried once; the rate-limited one twice"
+        answered,
+        ["invalid_blocks", "ok", "channel_not_found", "429", "429"]
     );
     server.running.stop().await;
 }

@@ -209,6 +209,13 @@ impl AlertBook {
         self.firing.len()
     }
 
+    /// Forgets alerts resolved before `before_ms`, as the store does when it prunes.
+    pub fn forget_resolved_before(&mut self, before_ms: i64) {
+        self.alerts.retain(|_, a| {
+            a.status == Status::Firing || a.resolved_ms.is_none_or(|r| r >= before_ms)
+        });
+    }
+
     /// Decides what each outcome means at `now_ms`.
     pub fn apply(&mut self, outcomes: Vec<GroupOutcome>, now_ms: i64) -> Vec<Change> {
         outcomes
@@ -337,7 +344,8 @@ impl AlertBook {
         let event: Option<serde_json::Value> = outcome
             .last_event
             .as_ref()
-            .and_then(|e| serde_json::from_str(&e.raw).ok());
+            .and_then(|e| serde_json::from_str(&e.raw).ok())
+            .map(|value| limit_depth(value, MAX_EVENT_DEPTH));
         let trace_url = match (
             &self.trace_url,
             outcome
@@ -394,6 +402,32 @@ impl AlertBook {
             event,
             contacts,
         }
+    }
+}
+
+/// How deep a provider's event is kept in a notification. Deeper values are replaced
+/// by a marker, so a pathological payload cannot make the stored notification
+/// unreadable (serde_json refuses nesting past 128 levels).
+const MAX_EVENT_DEPTH: usize = 16;
+
+/// `value` with everything nested deeper than `depth` replaced by `"…"`.
+fn limit_depth(value: serde_json::Value, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Array(_) | Value::Object(_) if depth == 0 => Value::String("…".into()),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| limit_depth(v, depth - 1))
+                .collect(),
+        ),
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(k, v)| (k, limit_depth(v, depth - 1)))
+                .collect(),
+        ),
+        scalar => scalar,
     }
 }
 
@@ -474,6 +508,18 @@ mod tests {
             later[0].notifications[0].repeat,
             "after repeat_interval the reminder goes out"
         );
+    }
+
+    #[test]
+    fn deep_events_are_cut_to_a_readable_depth() {
+        let deep = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+        let value: serde_json::Value = serde_json::from_str(&format!("{{\"x\":{deep}}}")).unwrap();
+        let limited = limit_depth(value, MAX_EVENT_DEPTH);
+        let stored =
+            serde_json::to_string(&serde_json::json!({ "notification": { "event": limited } }))
+                .unwrap();
+        assert!(serde_json::from_str::<serde_json::Value>(&stored).is_ok());
+        assert!(stored.contains("\"…\""));
     }
 
     #[test]

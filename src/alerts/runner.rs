@@ -28,6 +28,8 @@ pub struct Runner {
     pub deadlines_ms: HashMap<String, i64>,
     /// Per contact, the outbox worker to wake when a notification is queued for it.
     pub wakers: HashMap<String, Arc<Notify>>,
+    /// Resolved alerts older than this are forgotten (the store prunes them too).
+    pub retention_ms: i64,
 }
 
 impl Runner {
@@ -104,6 +106,9 @@ impl Runner {
                 _ = ticker.tick() => false,
             };
             let now = (self.clock)();
+            if !only_dirty {
+                self.book.forget_resolved_before(now - self.retention_ms);
+            }
             let outcomes = self
                 .engine
                 .evaluate(now, only_dirty, |fp| self.book.is_firing_id(fp));

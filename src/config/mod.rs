@@ -27,6 +27,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub eval_interval_ms: i64,
+    pub request_timeout_ms: i64,
     pub store_path: PathBuf,
     pub dedup_horizon_ms: i64,
     pub journal_retention_ms: i64,
@@ -109,6 +110,12 @@ impl Config {
             raw.server.eval_interval.as_deref(),
             "server.eval_interval",
             1_000,
+            &mut issues,
+        );
+        let request_timeout_ms = duration(
+            raw.server.request_timeout.as_deref(),
+            "server.request_timeout",
+            30_000,
             &mut issues,
         );
         let store_path = base.join(env_value(
@@ -235,6 +242,7 @@ impl Config {
             listen,
             max_body_bytes,
             eval_interval_ms,
+            request_timeout_ms,
             store_path,
             dedup_horizon_ms,
             journal_retention_ms,
@@ -307,7 +315,9 @@ fn duration(text: Option<&str>, key: &str, default_ms: i64, issues: &mut Issues)
         _ => {
             issues.add(
                 key,
-                format!("expected a duration such as \"10m\" or \"24h\", found {text:?}"),
+                format!(
+                    "expected a duration above zero such as \"10m\" or \"24h\", found {text:?}"
+                ),
             );
             default_ms
         }
@@ -567,6 +577,40 @@ fn check_matcher(
     }
 }
 
+/// Warns about SendGrid kinds and labels a rule names that SendGrid events never have:
+/// such a rule is valid but would never fire, or would group everything together.
+fn warn_unknown_names(
+    key: &str,
+    name: &str,
+    matcher: &Matcher,
+    group_by: &[String],
+    warnings: &mut Vec<String>,
+) {
+    use crate::sources::sendgrid::{KNOWN_KINDS, LABELS};
+    if matcher.kinds.is_empty() || !matcher.kinds.iter().all(|k| k.starts_with("sendgrid.")) {
+        return;
+    }
+    for kind in matcher
+        .kinds
+        .iter()
+        .filter(|k| !KNOWN_KINDS.contains(&k.as_str()))
+    {
+        warnings.push(format!(
+            "{key} ({name}): match.kinds: {kind:?} is not a documented SendGrid event type"
+        ));
+    }
+    let named = group_by
+        .iter()
+        .chain(matcher.labels.iter().map(|(l, _)| l))
+        .chain(matcher.label_patterns.iter().map(|(l, _)| l));
+    for label in named.filter(|l| !LABELS.contains(&l.as_str())) {
+        warnings.push(format!(
+            "{key} ({name}): SendGrid events have no label {label:?} (they have {})",
+            LABELS.join(", ")
+        ));
+    }
+}
+
 fn check_rules(
     raw: Vec<RawRule>,
     sources: &HashMap<String, Source>,
@@ -587,6 +631,7 @@ fn check_rules(
             );
         }
         let matcher = check_matcher(rule.matcher, &format!("{key}.match"), sources, issues);
+        warn_unknown_names(&key, &rule.name, &matcher, &rule.group_by, warnings);
         if matcher.kinds.is_empty() {
             warnings.push(format!(
                 "{key} ({}): match.kinds is empty, so every event counts",
@@ -832,7 +877,7 @@ mod tests {
             ),
             (
                 "[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"ten\"\nthreshold = 3\n",
-                "rules[0].window: expected a duration such as \"10m\" or \"24h\", found \"ten\"",
+                "rules[0].window: expected a duration above zero such as \"10m\" or \"24h\", found \"ten\"",
             ),
             (
                 "[[rules]]\nname = \"a\"\nkind = \"spike\"\n",
@@ -896,6 +941,20 @@ mod tests {
                 "contacts.s.template: expected a template that renders a Slack message: not JSON"
             ),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn typos_in_sendgrid_kinds_and_labels_are_warned_about() {
+        let config = load(
+            "[[rules]]\nname = \"a\"\nkind = \"each\"\ngroup_by = [\"domian\"]\nmatch = { kinds = [\"sendgrid.spam_report\"] }\n",
+        )
+        .unwrap();
+        let warnings = config.warnings.join("\n");
+        assert!(warnings.contains("rules[0] (a): match.kinds: \"sendgrid.spam_report\" is not a documented SendGrid event type"), "{warnings}");
+        assert!(
+            warnings.contains("rules[0] (a): SendGrid events have no label \"domian\""),
+            "{warnings}"
         );
     }
 

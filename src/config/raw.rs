@@ -40,6 +40,8 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     /// How often firing alerts are re-checked for resolution and repeats.
     pub eval_interval: Option<String>,
+    /// Longest a request may take, body upload included, before it is answered 408.
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -32,9 +32,17 @@ pub async fn ingest(
     };
     let body = body.map_err(|rejection| {
         rejected("body");
+        let message = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "body is larger than the {} bytes allowed (server.max_body_bytes)",
+                state.max_body_bytes
+            )
+        } else {
+            rejection.body_text()
+        };
         ApiError::new(
             rejection.status(),
-            format!("source {source_id:?}: {}", rejection.body_text()),
+            format!("source {source_id:?}: {message}"),
         )
     })?;
 

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
 use crate::sources::Source;
@@ -27,16 +28,24 @@ pub struct AppState {
     pub journal: Journal,
     pub store: Store,
     pub clock: Clock,
+    pub max_body_bytes: usize,
 }
 
 /// The router, with the body limit applied to every route.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/ingest/{source}", post(ingest::ingest))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // FIXME: a client that never finishes its headers holds a connection until the
+        // OS drops it; axum::serve offers no header-read timeout or connection cap, so
+        // put a proxy in front of a public endpoint until a hyper server replaces it.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 

@@ -15,7 +15,7 @@ pub struct LogContact {
 
 impl LogContact {
     pub fn deliver(&self, templates: &Arc<Templates>, notification: &Notification) -> Delivery {
-        let text = match templates.render(&self.template, Context::Text, notification) {
+        let text = match templates.render(&self.template, Context::Log, notification) {
             Ok(text) => text,
             Err(error) => {
                 tracing::error!(error = %error, "log template failed; printing the summary only");

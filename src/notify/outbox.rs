@@ -101,13 +101,8 @@ async fn deliver_row(
     let notification: Notification = match serde_json::from_str(&row.notification) {
         Ok(n) => n,
         Err(error) => {
-            store
-                .outbox_dead(
-                    row.id,
-                    &format!("stored notification unreadable: {error}"),
-                    clock(),
-                )
-                .await?;
+            let reason = format!("stored notification unreadable: {error}");
+            dead_letter(store, &contact.name, &row, None, &reason, clock()).await?;
             return Ok(None);
         }
     };
@@ -126,7 +121,7 @@ async fn deliver_row(
             let retry_at = now + delay.as_millis() as i64;
             if retry_at > row.deadline_ms {
                 let reason = format!("gave up after {} attempts: {error}", row.attempts + 1);
-                dead_letter(store, name, &row, &reason, now).await?;
+                dead_letter(store, name, &row, Some(&notification), &reason, now).await?;
                 return Ok(None);
             }
             tracing::warn!(contact = name, error = %error, retry_in_ms = delay.as_millis() as u64, attempt = row.attempts + 1, "delivery will be retried");
@@ -135,7 +130,7 @@ async fn deliver_row(
             Ok(rate_limited.then_some(retry_at))
         }
         Delivery::Failed(error) => {
-            dead_letter(store, name, &row, &error, now).await?;
+            dead_letter(store, name, &row, Some(&notification), &error, now).await?;
             Ok(None)
         }
     }
@@ -145,10 +140,18 @@ async fn dead_letter(
     store: &Store,
     contact: &str,
     row: &OutboxRow,
+    notification: Option<&Notification>,
     reason: &str,
     now: i64,
 ) -> Result<(), crate::store::StoreError> {
-    tracing::error!(contact, fingerprint = %row.fingerprint, error = %reason, "notification is a dead letter");
+    tracing::error!(
+        contact,
+        fingerprint = %row.fingerprint,
+        rule = notification.map(|n| n.rule.as_str()).unwrap_or("?"),
+        summary = notification.map(|n| n.summary.as_str()).unwrap_or("?"),
+        error = %reason,
+        "notification is a dead letter"
+    );
     metrics::counter!("backchannel_notifications_dead_total", "contact" => contact.to_string())
         .increment(1);
     store.outbox_dead(row.id, reason, now).await

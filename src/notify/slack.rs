@@ -85,66 +85,101 @@ impl SlackContact {
         notification: &Notification,
     ) -> Delivery {
         let content = self.render(contact, templates, notification);
-        let result = match &self.target {
+        let earlier = match (
+            &self.target,
+            store.message_ref(&notification.fingerprint, contact).await,
+        ) {
+            (Target::Webhook { .. }, _) => None,
+            (_, Ok(found)) => found,
+            (_, Err(error)) => {
+                return Delivery::Retry {
+                    after: None,
+                    error: error.to_string(),
+                };
+            }
+        };
+        let mut result = self
+            .send(contact, store, notification, content, earlier.clone())
+            .await;
+        if let Err(error) = &result
+            && is_content_error(error)
+        {
+            // Rendering never costs a delivery: what Slack refused as blocks goes
+            // again as plain text.
+            tracing::warn!(contact, error = %error, "slack refused the rendered message; sending plain text");
+            let plain = plain_text(notification);
+            result = self
+                .send(contact, store, notification, plain, earlier)
+                .await;
+        }
+        match result {
+            Ok(()) => Delivery::Sent,
+            Err(error) => classify(error),
+        }
+    }
+
+    async fn send(
+        &self,
+        contact: &str,
+        store: &Store,
+        notification: &Notification,
+        content: SlackMessageContent,
+        earlier: Option<(String, String)>,
+    ) -> Result<(), SlackClientError> {
+        let (token, channel, resolve) = match &self.target {
             Target::Webhook { url } => {
                 let request = SlackApiPostWebhookMessageRequest::new(content);
-                self.client
+                return self
+                    .client
                     .post_webhook_message(url, &request)
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
             }
             Target::Api {
                 token,
                 channel,
                 resolve,
-            } => {
-                let session = self.client.open_session(token);
-                let earlier = match store.message_ref(&notification.fingerprint, contact).await {
-                    Ok(found) => found,
-                    Err(error) => {
-                        return Delivery::Retry {
-                            after: None,
-                            error: error.to_string(),
-                        };
-                    }
-                };
-                match (notification.status, earlier, resolve) {
-                    (Status::Resolved, Some((channel_id, ts)), ResolveMode::Update) => {
-                        let request =
-                            SlackApiChatUpdateRequest::new(channel_id.into(), content, ts.into());
-                        session.chat_update(&request).await.map(|_| ())
-                    }
-                    (status, earlier, _) => {
-                        let mut request =
-                            SlackApiChatPostMessageRequest::new(channel.clone().into(), content);
-                        if let (Status::Resolved, Some((_, ts))) = (status, earlier) {
-                            request = request.with_thread_ts(ts.into());
-                        }
-                        match session.chat_post_message(&request).await {
-                            Ok(response) if status == Status::Firing => {
-                                let saved = store
-                                    .save_message_ref(
-                                        &notification.fingerprint,
-                                        contact,
-                                        &response.channel.0,
-                                        &response.ts.0,
-                                    )
-                                    .await;
-                                if let Err(error) = saved {
-                                    tracing::warn!(error = %error, contact, "message posted but its reference was not saved; resolution will post anew");
-                                }
-                                Ok(())
-                            }
-                            other => other.map(|_| ()),
-                        }
-                    }
-                }
-            }
+            } => (token, channel, resolve),
         };
-        match result {
-            Ok(()) => Delivery::Sent,
-            Err(error) => classify(error),
+        let session = self.client.open_session(token);
+        let status = notification.status;
+        if let (Status::Resolved, Some((channel_id, ts)), ResolveMode::Update) =
+            (status, &earlier, resolve)
+        {
+            let request = SlackApiChatUpdateRequest::new(
+                channel_id.clone().into(),
+                content.clone(),
+                ts.clone().into(),
+            );
+            match session.chat_update(&request).await {
+                Err(SlackClientError::ApiError(e))
+                    if e.code == "message_not_found" || e.code == "cant_update_message" =>
+                {
+                    tracing::warn!(contact, error = %e.code, "firing message cannot be updated; posting the resolution");
+                }
+                other => return other.map(|_| ()),
+            }
         }
+        let mut request = SlackApiChatPostMessageRequest::new(channel.clone().into(), content);
+        if let (Status::Resolved, Some((_, ts)), ResolveMode::Thread) = (status, &earlier, resolve)
+        {
+            request = request.with_thread_ts(ts.clone().into());
+        }
+        let response = session.chat_post_message(&request).await?;
+        if status == Status::Firing {
+            let saved = store
+                .save_message_ref(
+                    &notification.fingerprint,
+                    contact,
+                    &response.channel.0,
+                    &response.ts.0,
+                )
+                .await;
+            if let Err(error) = saved {
+                tracing::warn!(error = %error, contact, "message posted but its reference was not saved; resolution will post anew");
+            }
+        }
+        Ok(())
     }
 
     /// Renders the template, applies Slack's limits, and falls back to plain text if the
@@ -158,12 +193,7 @@ impl SlackContact {
         self.try_render(contact, templates, notification)
             .unwrap_or_else(|error| {
                 tracing::error!(error = %error, contact, template = %self.template, "slack template failed; sending plain text");
-                let text = format!(
-                    "[{}] {}",
-                    notification.status.as_str(),
-                    escape_mrkdwn(&notification.summary)
-                );
-                SlackMessageContent::new().with_text(truncate_chars(&text, 3000).unwrap_or(text))
+                plain_text(notification)
             })
     }
 
@@ -195,6 +225,36 @@ impl SlackContact {
         }
         serde_json::from_value::<SlackMessageContent>(payload)
             .map_err(|e| format!("not a Slack message: {e}"))
+    }
+}
+
+/// The notification as one line of text, for when blocks cannot be used.
+fn plain_text(notification: &Notification) -> SlackMessageContent {
+    let text = format!(
+        "[{}] [{}] {}: {}",
+        notification.status.as_str(),
+        notification.severity.as_str(),
+        notification.rule,
+        escape_mrkdwn(&notification.summary)
+    );
+    SlackMessageContent::new().with_text(truncate_chars(&text, 3000).unwrap_or(text))
+}
+
+/// Whether Slack refused the message's content rather than the request.
+fn is_content_error(error: &SlackClientError) -> bool {
+    const CODES: [&str; 4] = [
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_attachments",
+        "msg_too_long",
+    ];
+    match error {
+        SlackClientError::ApiError(e) => CODES.contains(&e.code.as_str()),
+        SlackClientError::HttpError(e) if e.status_code.is_client_error() => e
+            .http_response_body
+            .as_deref()
+            .is_some_and(|body| CODES.iter().any(|code| body.contains(code))),
+        _ => false,
     }
 }
 

@@ -5,6 +5,7 @@
 //! the journal (`store::journal`) does that durably. The same parser runs again when the
 //! journal is read back after a restart, so parsing must be deterministic.
 
+pub mod loose;
 pub mod sendgrid;
 
 use std::sync::Arc;

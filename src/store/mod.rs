@@ -356,23 +356,31 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes journal batches received before `batches_before_ms` and dedup keys before
-    /// `seen_before_s`.
-    pub async fn prune(
-        &self,
-        batches_before_ms: i64,
-        seen_before_s: i64,
-    ) -> Result<(u64, u64), StoreError> {
-        let batches = sqlx::query("DELETE FROM batches WHERE received_ms < $1")
-            .bind(batches_before_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        let seen = sqlx::query("DELETE FROM seen WHERE received_s < $1")
+    /// Deletes what has aged out: journal batches received before `before_ms`, dedup
+    /// keys from before `seen_before_s`, and delivered or dead notifications, resolved
+    /// alerts and their message references older than `before_ms` (they hold the
+    /// providers' events, recipient addresses included). Returns the rows deleted.
+    pub async fn prune(&self, before_ms: i64, seen_before_s: i64) -> Result<u64, StoreError> {
+        let statements = [
+            "DELETE FROM batches WHERE received_ms < $1",
+            "DELETE FROM outbox WHERE status != 'pending' AND done_ms < $1",
+            "DELETE FROM messages WHERE fingerprint IN
+               (SELECT fingerprint FROM alerts WHERE status = 'resolved' AND resolved_ms < $1)",
+            "DELETE FROM alerts WHERE status = 'resolved' AND resolved_ms < $1",
+        ];
+        let mut deleted = 0;
+        for sql in statements {
+            deleted += sqlx::query(sql)
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        deleted += sqlx::query("DELETE FROM seen WHERE received_s < $1")
             .bind(seen_before_s)
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok((batches, seen))
+        Ok(deleted)
     }
 }

@@ -12,53 +12,49 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::event::{Event, Label, parse_traceparent};
+use crate::sources::loose::Loose;
 use crate::sources::{DedupKeys, ParsedBatch, ParsedEvent, SourceError, dedup_key};
 
-/// The fields rules and dedup need; everything else is read from the raw JSON when needed.
+/// The fields rules and dedup need; everything else is read from the raw JSON when
+/// needed. Only `event` must have its documented type; the others are read loosely,
+/// since senders vary (`"status": 550`, `"asm_group_id": "7"`, `"pool": "name"`).
 #[derive(Deserialize)]
 struct WireEvent<'a> {
     #[serde(borrow)]
     event: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    email: Option<Cow<'a, str>>,
-    timestamp: Option<serde_json::Number>,
+    email: Option<Loose<'a>>,
     #[serde(borrow)]
-    sg_event_id: Option<Cow<'a, str>>,
+    timestamp: Option<Loose<'a>>,
     #[serde(borrow)]
-    sg_message_id: Option<Cow<'a, str>>,
+    sg_event_id: Option<Loose<'a>>,
     #[serde(borrow)]
-    reason: Option<Cow<'a, str>>,
+    sg_message_id: Option<Loose<'a>>,
     #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
+    reason: Option<Loose<'a>>,
+    #[serde(borrow)]
+    status: Option<Loose<'a>>,
     #[serde(borrow, rename = "type")]
-    bounce_type: Option<Cow<'a, str>>,
+    bounce_type: Option<Loose<'a>>,
     #[serde(borrow)]
-    bounce_classification: Option<Cow<'a, str>>,
-    category: Option<Category>,
+    bounce_classification: Option<Loose<'a>>,
     #[serde(borrow)]
-    url: Option<Cow<'a, str>>,
-    asm_group_id: Option<serde_json::Number>,
-    pool: Option<Pool>,
+    category: Option<Loose<'a>>,
     #[serde(borrow)]
-    traceparent: Option<Cow<'a, str>>,
-    custom_args: Option<CustomArgs>,
+    url: Option<Loose<'a>>,
+    #[serde(borrow)]
+    asm_group_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    pool: Option<Loose<'a>>,
+    #[serde(borrow)]
+    traceparent: Option<Loose<'a>>,
+    #[serde(borrow)]
+    custom_args: Option<Loose<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Category {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct Pool {
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CustomArgs {
-    traceparent: Option<String>,
+/// Text of an optional loose field.
+fn text<'b>(field: &'b Option<Loose<'_>>) -> Option<Cow<'b, str>> {
+    field.as_ref().and_then(Loose::text)
 }
 
 /// Parses a whole request body. `received_ms` stands in for a missing event timestamp.
@@ -69,14 +65,16 @@ pub fn parse_batch(
 ) -> Result<ParsedBatch, SourceError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let elements: Vec<&RawValue> = match first {
-        Some(b'[') => serde_json::from_slice(body).map_err(|e| {
-            SourceError::BadRequest(format!("body is not a JSON array of events: {e}"))
-        })?,
-        Some(b'{') => vec![
-            serde_json::from_slice(body)
-                .map_err(|e| SourceError::BadRequest(format!("body is not a JSON object: {e}")))?,
-        ],
+    let elements: Vec<&[u8]> = match first {
+        Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
+            Ok(all) => all.into_iter().map(|raw| raw.get().as_bytes()).collect(),
+            // Something inside one element is wrong (invalid UTF-8, a bad escape): find
+            // the elements by structure so the others survive it.
+            Err(error) => split_array(body).ok_or_else(|| {
+                SourceError::BadRequest(format!("body is not a JSON array of events: {error}"))
+            })?,
+        },
+        Some(b'{') => vec![body],
         Some(_) => {
             return Err(SourceError::BadRequest(
                 "expected a JSON array of SendGrid events".into(),
@@ -86,104 +84,178 @@ pub fn parse_batch(
     };
 
     let mut batch = ParsedBatch::default();
-    for (position, raw) in elements.into_iter().enumerate() {
-        match parse_event(source, raw, received_ms) {
+    for (position, element) in elements.into_iter().enumerate() {
+        let parsed = std::str::from_utf8(element)
+            .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+            .and_then(|raw| parse_event(source, raw, received_ms));
+        match parsed {
             Ok((event, keys)) => batch.events.push(ParsedEvent {
                 position: position as u32,
                 event,
                 keys,
             }),
+            Err(reason) if first == Some(b'{') => {
+                return Err(SourceError::BadRequest(format!(
+                    "body is not a valid event: {reason}"
+                )));
+            }
             Err(reason) => batch.skipped.push(format!("event {position}: {reason}")),
         }
     }
     Ok(batch)
 }
 
+/// The top-level elements of a JSON array found by structure alone (brackets, braces,
+/// strings and their escapes), without validating their content. `None` when the
+/// array itself is not well formed.
+fn split_array(body: &[u8]) -> Option<Vec<&[u8]>> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'[' {
+        return None;
+    }
+    let mut elements = Vec::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut element_start = start + 1;
+    let mut end = None;
+    for (index, &byte) in body.iter().enumerate().skip(start + 1) {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' if depth > 0 => depth -= 1,
+            b']' => {
+                end = Some(index);
+                break;
+            }
+            b',' if depth == 0 => {
+                elements.push(body[element_start..index].trim_ascii());
+                element_start = index + 1;
+            }
+            b'}' => return None,
+            _ => {}
+        }
+    }
+    let end = end?;
+    if !body[end + 1..].trim_ascii().is_empty() {
+        return None;
+    }
+    let last = body[element_start..end].trim_ascii();
+    if !last.is_empty() || !elements.is_empty() {
+        elements.push(last);
+    }
+    Some(elements)
+}
+
 fn parse_event(
     source: &Arc<str>,
-    raw: &RawValue,
+    raw: &str,
     received_ms: i64,
 ) -> Result<(Event, DedupKeys), String> {
-    let wire: WireEvent = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    let wire: WireEvent = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     let event_name = wire.event.as_deref().ok_or("missing \"event\"")?;
     let event_name = slug(event_name, 40);
     if event_name.is_empty() {
         return Err("empty \"event\"".into());
     }
-    let time_ms = match &wire.timestamp {
-        Some(n) => n
-            .as_i64()
-            .map(|s| s.saturating_mul(1000))
-            .or_else(|| n.as_f64().map(|s| (s * 1000.0) as i64))
-            .ok_or("\"timestamp\" out of range")?,
+    let timestamp = wire.timestamp.as_ref().and_then(Loose::integer);
+    let time_ms = match timestamp {
+        Some(secs) => secs.saturating_mul(1000),
         None => received_ms,
     };
 
+    let email = text(&wire.email);
     let mut labels: Vec<Label> = Vec::with_capacity(8);
     labels.push((Cow::Borrowed("event"), event_name.clone()));
     labels.push((Cow::Borrowed("source"), source.to_string()));
-    if let Some(domain) = wire.email.as_deref().and_then(recipient_domain) {
+    if let Some(domain) = email.as_deref().and_then(recipient_domain) {
         labels.push((Cow::Borrowed("domain"), domain));
     }
-    if let Some(reason) = reason_class(&event_name, wire.reason.as_deref(), wire.status.as_deref())
-    {
-        labels.push((Cow::Borrowed("reason"), reason));
+    let reason = text(&wire.reason);
+    let status = text(&wire.status);
+    if let Some(class) = reason_class(&event_name, reason.as_deref(), status.as_deref()) {
+        labels.push((Cow::Borrowed("reason"), class));
     }
-    if let Some(kind) = wire
-        .bounce_type
-        .as_deref()
-        .filter(|_| event_name == "bounce")
-    {
-        labels.push((Cow::Borrowed("bounce_type"), slug(kind, 20)));
+    if let Some(kind) = text(&wire.bounce_type).filter(|_| event_name == "bounce") {
+        labels.push((Cow::Borrowed("bounce_type"), slug(&kind, 20)));
     }
-    if let Some(class) = wire.bounce_classification.as_deref() {
-        labels.push((Cow::Borrowed("classification"), slug(class, 40)));
+    if let Some(class) = text(&wire.bounce_classification) {
+        labels.push((Cow::Borrowed("classification"), slug(&class, 40)));
     }
-    match wire.category {
-        Some(Category::One(one)) => labels.push((Cow::Borrowed("category"), one)),
-        Some(Category::Many(mut many)) if !many.is_empty() => {
-            many.sort();
-            labels.push((Cow::Borrowed("category"), many.join(",")));
+    if let Some(category) = wire.category.as_ref() {
+        let mut all: Vec<String> = category
+            .texts()
+            .iter()
+            .map(|c| label_text(c, 100))
+            .collect();
+        all.sort();
+        all.dedup();
+        if !all.is_empty() {
+            labels.push((Cow::Borrowed("category"), all.join(",")));
         }
-        _ => {}
     }
-    if let Some(group) = wire.asm_group_id {
-        labels.push((Cow::Borrowed("asm_group_id"), group.to_string()));
+    let group = text(&wire.asm_group_id);
+    if let Some(group) = &group {
+        labels.push((Cow::Borrowed("asm_group_id"), label_text(group, 20)));
     }
-    if let Some(name) = wire.pool.and_then(|p| p.name) {
-        labels.push((Cow::Borrowed("pool"), name));
+    let pool = wire
+        .pool
+        .as_ref()
+        .and_then(|p| p.field("name").and_then(Loose::text).or_else(|| p.text()));
+    if let Some(name) = pool {
+        labels.push((Cow::Borrowed("pool"), label_text(&name, 64)));
     }
     labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-    let traceparent = wire
-        .traceparent
-        .as_deref()
-        .map(str::to_string)
-        .or_else(|| wire.custom_args.and_then(|c| c.traceparent))
-        .filter(|t| parse_traceparent(t).is_some());
+    let traceparent = text(&wire.traceparent)
+        .or_else(|| {
+            wire.custom_args
+                .as_ref()
+                .and_then(|c| c.field("traceparent"))
+                .and_then(Loose::text)
+        })
+        .filter(|t| parse_traceparent(t).is_some())
+        .map(Cow::into_owned);
 
+    let event_id = text(&wire.sg_event_id).filter(|id| !id.is_empty());
+    let message_id = text(&wire.sg_message_id).filter(|id| !id.is_empty());
+    let timestamp_text = timestamp.map(|t| t.to_string()).unwrap_or_default();
+    let email = email.as_deref().unwrap_or("");
+    let url = text(&wire.url);
+    let url = url.as_deref().unwrap_or("");
     let mut keys = DedupKeys::default();
     // The provider's id, scoped by event type: ids are unique per event in practice,
     // and the scoping keeps documentation placeholders (one id for every type) apart.
-    if let Some(id) = wire.sg_event_id.as_deref().filter(|id| !id.is_empty()) {
+    if let Some(id) = &event_id {
         keys.push(dedup_key(source, &["id", id, &event_name]));
     }
-    let timestamp = wire
-        .timestamp
-        .as_ref()
-        .map(|n| n.to_string())
-        .unwrap_or_default();
-    keys.push(dedup_key(
-        source,
-        &[
-            "content",
-            wire.sg_message_id.as_deref().unwrap_or(""),
-            &event_name,
-            &timestamp,
-            wire.email.as_deref().unwrap_or(""),
-            wire.url.as_deref().unwrap_or(""),
-        ],
-    ));
+    // Redeliveries have been seen with a new sg_event_id (field case B25): the message,
+    // type, time and recipient identify those. Without a message id, only events that
+    // also lack an event id fall back to content, with the group id, so that distinct
+    // events are not merged.
+    match (&message_id, &event_id) {
+        (Some(message), _) => keys.push(dedup_key(
+            source,
+            &["content", message, &event_name, &timestamp_text, email, url],
+        )),
+        (None, None) => {
+            let group = group.as_deref().unwrap_or("");
+            keys.push(dedup_key(
+                source,
+                &["bare", &event_name, &timestamp_text, email, url, group],
+            ));
+        }
+        (None, Some(_)) => {}
+    }
 
     let event = Event {
         source: source.clone(),
@@ -191,11 +263,21 @@ fn parse_event(
         time_ms,
         weight: 1.0,
         labels,
-        provider_id: wire.sg_event_id.map(Cow::into_owned),
+        provider_id: event_id.map(Cow::into_owned),
         traceparent,
-        raw: raw.get().into(),
+        raw: raw.into(),
     };
     Ok((event, keys))
+}
+
+/// A free-form value made fit for a label: control characters dropped, at most `max`
+/// characters.
+fn label_text(text: &str, max: usize) -> String {
+    text.trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect()
 }
 
 /// Lowercase, `[a-z0-9_]` only, runs of anything else collapsed to one `_`, at most `max` bytes.
@@ -220,10 +302,12 @@ pub fn slug(text: &str, max: usize) -> String {
 fn recipient_domain(email: &str) -> Option<String> {
     let domain = email.trim().trim_end_matches('>').rsplit_once('@')?.1;
     let domain = domain.trim().trim_end_matches('.');
-    if domain.is_empty() || domain.len() > 253 || domain.contains(char::is_whitespace) {
-        return None;
-    }
-    Some(domain.to_ascii_lowercase())
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+    valid.then(|| domain.to_lowercase())
 }
 
 /// A low-cardinality class for why an event happened: SendGrid's fixed drop reasons as
@@ -418,11 +502,92 @@ mod tests {
         let body = br#"[{"event":"processed","email":"a@example.com","timestamp":1},
             {"email":"no-event@example.com"}, 42, {"event":"dropped","timestamp":"soon"},
             {"event":"brand_new_type","timestamp":2,"novel":{"x":1}}]"#;
+        let batch = parse_batch(&source(), body, 7_000).unwrap();
+        assert_eq!(batch.events.len(), 3);
+        assert_eq!(
+            batch.events[1].event.time_ms, 7_000,
+            "an unreadable timestamp is the receive time"
+        );
+        assert_eq!(batch.events[2].event.kind, "sendgrid.brand_new_type");
+        assert_eq!(batch.events[2].position, 4);
+        assert_eq!(batch.skipped.len(), 2, "{:?}", batch.skipped);
+    }
+
+    /// One event with invalid UTF-8 or a bad escape costs that event only (the kind of
+    /// fault of field case B12).
+    #[test]
+    fn broken_bytes_in_one_event_spare_the_others() {
+        let mut body = br#"[{"event":"processed","email":"a"#.to_vec();
+        body.extend_from_slice(b"\xff\xfe");
+        body.extend_from_slice(br#"@example.com","timestamp":1,"sg_event_id":"u1"},{"event":"processed","note":"bad\x","sg_event_id":"u2"},
+            {"event":"processed","email":"b@example.com","timestamp":1,"sg_event_id":"u3","text":"[}{]\"\\"}]"#);
+        let batch = parse_batch(&source(), &body, 0).unwrap();
+        assert_eq!(batch.events.len(), 1, "{:?}", batch.skipped);
+        assert_eq!(batch.events[0].position, 2);
+        assert_eq!(batch.events[0].event.provider_id.as_deref(), Some("u3"));
+        assert!(
+            batch.skipped[0].starts_with("event 0: invalid UTF-8"),
+            "{:?}",
+            batch.skipped
+        );
+        assert!(
+            batch.skipped[1].starts_with("event 1: "),
+            "{:?}",
+            batch.skipped
+        );
+
+        for broken in [
+            &b"[{\"event\":\"x\"}"[..],
+            b"[{\"event\":\"x\"}] trailing",
+            b"[}]",
+        ] {
+            assert!(
+                parse_batch(&source(), broken, 0).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+    }
+
+    #[test]
+    fn odd_field_types_keep_the_event() {
+        let body = br#"[{"event":"bounce","email":"x@example.com","status":550,"asm_group_id":"7",
+            "pool":"mypool","category":["a",1],"sg_event_id":789,"timestamp":"1700000000","type":7}]"#;
         let batch = parse_batch(&source(), body, 0).unwrap();
-        assert_eq!(batch.events.len(), 2);
-        assert_eq!(batch.events[1].event.kind, "sendgrid.brand_new_type");
-        assert_eq!(batch.events[1].position, 4);
-        assert_eq!(batch.skipped.len(), 3, "{:?}", batch.skipped);
+        assert!(batch.skipped.is_empty(), "{:?}", batch.skipped);
+        let event = &batch.events[0].event;
+        assert_eq!(event.time_ms, 1_700_000_000_000);
+        assert_eq!(event.label("reason"), Some("550"));
+        assert_eq!(event.label("asm_group_id"), Some("7"));
+        assert_eq!(event.label("pool"), Some("mypool"));
+        assert_eq!(event.label("category"), Some("1,a"));
+        assert_eq!(event.label("bounce_type"), Some("7"));
+        assert_eq!(event.provider_id.as_deref(), Some("789"));
+    }
+
+    #[test]
+    fn dedup_keys_do_not_merge_distinct_events() {
+        let body = br#"[{"event":"open","email":"x@example.com","timestamp":1,"sg_event_id":"a"},
+            {"event":"open","email":"x@example.com","timestamp":1,"sg_event_id":"b"},
+            {"event":"group_unsubscribe","email":"x@example.com","timestamp":1,"asm_group_id":7},
+            {"event":"group_unsubscribe","email":"x@example.com","timestamp":1,"asm_group_id":8}]"#;
+        let batch = parse_batch(&source(), body, 0).unwrap();
+        let mut keys: Vec<i64> = batch.events.iter().flat_map(|e| e.keys.clone()).collect();
+        let total = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!((total, keys.len()), (4, 4));
+    }
+
+    #[test]
+    fn domains_are_validated_and_lowercased() {
+        assert_eq!(recipient_domain("x@ÉCOLE.fr").as_deref(), Some("école.fr"));
+        assert_eq!(recipient_domain("x@<!channel>"), None);
+        assert_eq!(recipient_domain("no-at-sign"), None);
+        assert_eq!(
+            recipient_domain("x@Example.COM.").as_deref(),
+            Some("example.com")
+        );
     }
 
     #[test]

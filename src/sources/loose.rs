@@ -1,0 +1,173 @@
+//! A forgiving JSON value for provider fields whose type varies between senders
+//! (`"status": 550` or `"550"`, `category` as a string or a list, `pool` as an object or
+//! a name). Reading a field as `Loose` never fails on its type, so one odd field does
+//! not cost the whole event; the source decides what it can use.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Any JSON value, with strings borrowed from the body where possible.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loose<'a> {
+    Text(Cow<'a, str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    Null,
+    List(Vec<Loose<'a>>),
+    Object(Vec<(Cow<'a, str>, Loose<'a>)>),
+}
+
+impl<'a> Loose<'a> {
+    /// The value as text, when it is a string or a number.
+    pub fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Loose::Text(text) => Some(Cow::Borrowed(text.as_ref())),
+            Loose::Number(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The value as a whole number, from a number or a numeric string.
+    pub fn integer(&self) -> Option<i64> {
+        match self {
+            Loose::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+            Loose::Text(text) => {
+                let text = text.trim();
+                text.parse::<i64>().ok().or_else(|| {
+                    text.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .map(|f| f as i64)
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Text of the value, or of each scalar in a list.
+    pub fn texts(&self) -> Vec<String> {
+        match self {
+            Loose::List(items) => items
+                .iter()
+                .filter_map(|i| i.text().map(Cow::into_owned))
+                .collect(),
+            other => other.text().map(Cow::into_owned).into_iter().collect(),
+        }
+    }
+
+    /// Member `name` of an object.
+    pub fn field(&self, name: &str) -> Option<&Loose<'a>> {
+        match self {
+            Loose::Object(members) => members.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LooseVisitor(std::marker::PhantomData))
+    }
+}
+
+struct LooseVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
+    type Value = Loose<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Text(Cow::Owned(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v)
+            .map(Loose::Number)
+            .unwrap_or(Loose::Null))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Bool(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        Loose::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Loose<'a>>()? {
+            items.push(item);
+        }
+        Ok(Loose::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key::<Loose<'a>>()? {
+            let value = map.next_value::<Loose<'a>>()?;
+            if let Loose::Text(key) = key {
+                members.push((key, value));
+            }
+        }
+        Ok(Loose::Object(members))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_senders_send() {
+        let parse = |text: &'static str| serde_json::from_str::<Loose>(text).unwrap();
+        assert_eq!(parse("550").text().unwrap(), "550");
+        assert_eq!(parse("\"550\"").integer(), Some(550));
+        assert_eq!(parse("1700000000.5").integer(), Some(1_700_000_000));
+        assert_eq!(parse("[\"a\", 1, {\"x\": 2}]").texts(), vec!["a", "1"]);
+        assert_eq!(
+            parse("{\"name\": \"pool-a\", \"id\": 3}")
+                .field("name")
+                .unwrap()
+                .text()
+                .unwrap(),
+            "pool-a"
+        );
+        assert_eq!(parse("null").text(), None);
+        assert!(matches!(
+            parse("\"plain\""),
+            Loose::Text(Cow::Borrowed("plain"))
+        ));
+    }
+}
