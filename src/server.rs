@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::rules::Engine;
 use crate::store::Store;
-use crate::store::journal::Journal;
+use crate::store::journal::{Journal, SeenIndex};
 
 /// A running server.
 pub struct Running {
@@ -87,8 +87,12 @@ pub async fn start(
     tracing::info!(events = replayed, "rule windows rebuilt from the journal");
 
     let (engine_tx, engine_rx) = mpsc::channel(64);
+    let now_s = clock() / 1000;
+    let index = SeenIndex::load(&store, now_s, config.dedup_horizon_ms / 1000).await?;
+    tracing::info!(keys = index.len(), "dedup index loaded");
     let (journal, _writer) = Journal::start(
         store.clone(),
+        index,
         config.queue_batches,
         config.max_group_events,
         engine_tx,

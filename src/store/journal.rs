@@ -1,12 +1,17 @@
 //! The journal: accepted request bodies and dedup keys, written with group commits.
 //!
-//! One writer task owns a connection. Ingest handlers hand it parsed batches through a
-//! bounded queue; it takes every batch waiting (up to a limit), writes them all in one
-//! transaction (one fsync), and only then answers each handler and passes the new events
-//! on to the rule engine. A full queue is refused at once so the handler can answer 503:
-//! the journal never buffers without bound.
+//! One writer task owns the dedup index. Ingest handlers hand it parsed batches through
+//! a bounded queue; it takes every batch waiting (up to a limit), decides which events
+//! are new against the index, writes the batches and the new keys in one transaction
+//! (one fsync), and only then answers each handler, adds the keys to the index and
+//! passes the new events on to the rule engine. A full queue is refused at once so the
+//! handler can answer 503: the journal never buffers without bound.
+//!
+//! The index lives in memory (about 40 bytes per key within the dedup horizon) and is
+//! loaded from the key log at start-up: random lookups in memory, sequential appends on
+//! disk, where a B-tree of random keys made every commit rewrite pages all over it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -57,12 +62,13 @@ impl Journal {
     /// is behind, which fills the queue, which makes ingest answer 503.
     pub fn start(
         store: Store,
+        index: SeenIndex,
         queue_batches: usize,
         max_group_events: usize,
         engine: mpsc::Sender<DurableEvents>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(queue_batches.max(1));
-        let task = tokio::spawn(writer(store, jobs, max_group_events.max(1), engine));
+        let task = tokio::spawn(writer(store, index, jobs, max_group_events.max(1), engine));
         (Self { queue }, task)
     }
 
@@ -88,8 +94,50 @@ impl Journal {
     }
 }
 
+/// Every dedup key seen within the horizon, with when it arrived (seconds).
+#[derive(Debug, Default)]
+pub struct SeenIndex {
+    keys: HashMap<i64, i64>,
+    horizon_s: i64,
+    last_pruned_s: i64,
+}
+
+impl SeenIndex {
+    /// Loads the keys received at or after `now_s - horizon_s` from the key log.
+    pub async fn load(store: &Store, now_s: i64, horizon_s: i64) -> Result<Self, StoreError> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT key, received_s FROM seen_log WHERE received_s >= $1")
+                .bind(now_s - horizon_s)
+                .fetch_all(store.pool())
+                .await?;
+        Ok(Self {
+            keys: rows.into_iter().collect(),
+            horizon_s,
+            last_pruned_s: now_s,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Forgets keys older than the horizon, at most once a minute.
+    fn prune(&mut self, now_s: i64) {
+        if now_s - self.last_pruned_s >= 60 {
+            let cutoff = now_s - self.horizon_s;
+            self.keys.retain(|_, received| *received >= cutoff);
+            self.last_pruned_s = now_s;
+        }
+    }
+}
+
 async fn writer(
     store: Store,
+    mut index: SeenIndex,
     mut jobs: mpsc::Receiver<Job>,
     max_group_events: usize,
     engine: mpsc::Sender<DurableEvents>,
@@ -108,8 +156,19 @@ async fn writer(
             }
         }
 
-        match write_group(&store, &group).await {
+        match write_group(&store, &index, &group).await {
             Ok(accepted) => {
+                for (job, is_new) in group.iter().zip(&accepted) {
+                    let received_s = job.received_ms / 1000;
+                    for (event, _) in job.events.iter().zip(is_new).filter(|(_, new)| **new) {
+                        index
+                            .keys
+                            .extend(event.keys.iter().map(|k| (*k, received_s)));
+                    }
+                }
+                if let Some(last) = group.last() {
+                    index.prune(last.received_ms / 1000);
+                }
                 for (job, accepted_positions) in group.drain(..).zip(accepted) {
                     let total = job.events.len();
                     let new_events: Vec<Event> = job
@@ -148,32 +207,18 @@ async fn writer(
 }
 
 /// Writes every job of the group in one transaction; returns, per job, which of its
-/// events were new.
-async fn write_group(store: &Store, group: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
-    let mut tx = store.pool().begin().await?;
+/// events were new. The index is not changed here: the keys count as seen only once the
+/// transaction has committed.
+async fn write_group(
+    store: &Store,
+    index: &SeenIndex,
+    group: &[Job],
+) -> Result<Vec<Vec<bool>>, StoreError> {
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut result = Vec::with_capacity(group.len());
+    // Keys of earlier events in this group, so a duplicate within the group counts once.
+    let mut claimed: HashSet<i64> = HashSet::new();
     for job in group {
-        let keys: Vec<i64> = job
-            .events
-            .iter()
-            .flat_map(|e| e.keys.iter().copied())
-            .collect();
-        let inserted: HashSet<i64> = if keys.is_empty() {
-            HashSet::new()
-        } else {
-            let json = serde_json::to_string(&keys).expect("integers serialise");
-            sqlx::query_scalar(
-                "INSERT OR IGNORE INTO seen (key, received_s) SELECT value, $2 FROM json_each($1) RETURNING key",
-            )
-            .bind(json)
-            .bind(job.received_ms / 1000)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect()
-        };
-
-        let mut claimed = HashSet::with_capacity(keys.len());
         let is_new: Vec<bool> = job
             .events
             .iter()
@@ -181,11 +226,28 @@ async fn write_group(store: &Store, group: &[Job]) -> Result<Vec<Vec<bool>>, Sto
                 let new = e
                     .keys
                     .iter()
-                    .all(|k| inserted.contains(k) && !claimed.contains(k));
+                    .all(|k| !index.keys.contains_key(k) && !claimed.contains(k));
                 claimed.extend(e.keys.iter().copied());
                 new
             })
             .collect();
+        let new_keys: Vec<i64> = job
+            .events
+            .iter()
+            .zip(&is_new)
+            .filter(|(_, new)| **new)
+            .flat_map(|(e, _)| e.keys.iter().copied())
+            .collect();
+        if !new_keys.is_empty() {
+            let json = serde_json::to_string(&new_keys).expect("integers serialise");
+            sqlx::query(
+                "INSERT INTO seen_log (key, received_s) SELECT value, $2 FROM json_each($1)",
+            )
+            .bind(json)
+            .bind(job.received_ms / 1000)
+            .execute(&mut *tx)
+            .await?;
+        }
 
         let positions: Vec<u32> = job
             .events
@@ -266,9 +328,9 @@ impl Store {
             .collect()
     }
 
-    /// Number of dedup keys remembered; for tests and the benchmark report.
+    /// Number of dedup keys in the key log; for tests.
     pub async fn seen_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM seen")
+        Ok(sqlx::query_scalar("SELECT count(*) FROM seen_log")
             .fetch_one(self.pool())
             .await?)
     }

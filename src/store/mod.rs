@@ -15,7 +15,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_seen_log.sql"),
+];
 
 /// Errors from the store. Every one means the operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -382,11 +385,16 @@ impl Store {
                 .await?
                 .rows_affected();
         }
-        deleted += sqlx::query("DELETE FROM seen WHERE received_s < $1")
-            .bind(seen_before_s)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        // The log is in arrival order: delete up to the first key young enough.
+        deleted += sqlx::query(
+            "DELETE FROM seen_log WHERE id < coalesce(
+               (SELECT id FROM seen_log WHERE received_s >= $1 ORDER BY id LIMIT 1),
+               (SELECT max(id) + 1 FROM seen_log))",
+        )
+        .bind(seen_before_s)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(deleted)
     }
 }

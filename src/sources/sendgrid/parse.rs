@@ -232,30 +232,29 @@ fn parse_event(
     let email = email.as_deref().unwrap_or("");
     let url = text(&wire.url);
     let url = url.as_deref().unwrap_or("");
-    let mut keys = DedupKeys::default();
-    // The provider's id, scoped by event type: ids are unique per event in practice,
-    // and the scoping keeps documentation placeholders (one id for every type) apart.
-    if let Some(id) = &event_id {
-        keys.push(dedup_key(source, &["id", id, &event_name]));
-    }
-    // Redeliveries have been seen with a new sg_event_id (field case B25): the message,
-    // type, time and recipient identify those. Without a message id, only events that
-    // also lack an event id fall back to content, with the group id, so that distinct
-    // events are not merged.
-    match (&message_id, &event_id) {
-        (Some(message), _) => keys.push(dedup_key(
+    // One key per event, which is also what the journal's dedup index costs:
+    // - with a message id, the message, type, time, recipient and URL: this catches the
+    //   redeliveries that came with a new sg_event_id (field case B25) as well as the
+    //   ordinary ones with the same id;
+    // - without one, the provider's id scoped by type (ids are unique per event; the
+    //   scoping keeps documentation placeholders, one id for every type, apart);
+    // - without either, the content with the group id, so that distinct unsubscribes
+    //   are not merged into one.
+    let key = match (&message_id, &event_id) {
+        (Some(message), _) => dedup_key(
             source,
             &["content", message, &event_name, &timestamp_text, email, url],
-        )),
+        ),
+        (None, Some(id)) => dedup_key(source, &["id", id, &event_name]),
         (None, None) => {
             let group = group.as_deref().unwrap_or("");
-            keys.push(dedup_key(
+            dedup_key(
                 source,
                 &["bare", &event_name, &timestamp_text, email, url, group],
-            ));
+            )
         }
-        (None, Some(_)) => {}
-    }
+    };
+    let keys: DedupKeys = vec![key];
 
     let event = Event {
         source: source.clone(),
