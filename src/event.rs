@@ -7,8 +7,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Label name and value. Names are static for native sources.
-pub type Label = (Cow<'static, str>, String);
+/// Label name and value; both borrowed from static strings where the source knows them,
+/// to keep allocations per event down.
+pub type Label = (Cow<'static, str>, Cow<'static, str>);
 
 /// One thing a provider reported, normalised.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,12 +17,13 @@ pub struct Event {
     /// Id of the configured source that received it.
     pub source: Arc<str>,
     /// Dotted kind, provider first: `sendgrid.dropped`.
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// When the provider says it happened, in milliseconds since the epoch.
     pub time_ms: i64,
     /// How much it counts for in a window (1 for most events).
     pub weight: f64,
-    /// Labels sorted by name, so two events with the same labels compare equal.
+    /// Labels sorted by name, so two events with the same labels compare equal. The
+    /// `source` label is the `source` field and not stored here.
     pub labels: Vec<Label>,
     /// The provider's own id for the event, when it has one.
     pub provider_id: Option<String>,
@@ -35,10 +37,13 @@ pub struct Event {
 impl Event {
     /// Value of label `name`, if the event has it.
     pub fn label(&self, name: &str) -> Option<&str> {
+        if name == "source" {
+            return Some(&self.source);
+        }
         self.labels
             .binary_search_by(|(k, _)| k.as_ref().cmp(name))
             .ok()
-            .map(|i| self.labels[i].1.as_str())
+            .map(|i| self.labels[i].1.as_ref())
     }
 }
 

@@ -23,10 +23,10 @@ const MINUTE: i64 = 60_000;
 fn bounce(domain: &str) -> Event {
     Event {
         source: Arc::from("sg"),
-        kind: "sendgrid.bounce".into(),
+        kind: Cow::Borrowed("sendgrid.bounce"),
         time_ms: 0,
         weight: 1.0,
-        labels: vec![(Cow::Borrowed("domain"), domain.to_string())],
+        labels: vec![(Cow::Borrowed("domain"), Cow::Owned(domain.to_string()))],
         provider_id: None,
         traceparent: None,
         raw: "{}".into(),

@@ -351,12 +351,12 @@ mod tests {
     fn event(kind: &str, labels: &[(&'static str, &str)]) -> Event {
         let mut labels: Vec<_> = labels
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(*k), v.to_string()))
+            .map(|(k, v)| (Cow::Borrowed(*k), Cow::Owned(v.to_string())))
             .collect();
         labels.sort();
         Event {
             source: Arc::from("sg"),
-            kind: kind.into(),
+            kind: Cow::Owned(kind.into()),
             time_ms: 0,
             weight: 1.0,
             labels,

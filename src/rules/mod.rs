@@ -48,7 +48,7 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn matches(&self, event: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == event.kind.as_ref()))
             && (self.sources.is_empty() || self.sources.iter().any(|s| **s == *event.source))
             && self.labels.iter().all(|(name, values)| {
                 event

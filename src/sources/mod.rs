@@ -14,9 +14,9 @@ use axum::http::HeaderMap;
 
 use crate::event::Event;
 
-/// Keys under which an event counts as already seen; an event is a duplicate if any of
-/// its keys was seen before within the dedup horizon.
-pub type DedupKeys = Vec<i64>;
+/// The key under which an event counts as already seen within the dedup horizon;
+/// `None` for an event that is never a duplicate.
+pub type DedupKeys = Option<i64>;
 
 /// One event of a batch, with its position in the provider's array.
 #[derive(Debug, Clone)]

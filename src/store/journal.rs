@@ -94,10 +94,33 @@ impl Journal {
     }
 }
 
+/// Dedup keys are already uniform 64-bit hashes: hashing them again only costs time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(*byte);
+        }
+    }
+
+    fn write_i64(&mut self, key: i64) {
+        self.0 = key as u64;
+    }
+}
+
+type KeyMap<V> = HashMap<i64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+type KeySet = HashSet<i64, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// Every dedup key seen within the horizon, with when it arrived (seconds).
 #[derive(Debug, Default)]
 pub struct SeenIndex {
-    keys: HashMap<i64, i64>,
+    keys: KeyMap<i64>,
     horizon_s: i64,
     last_pruned_s: i64,
 }
@@ -217,7 +240,7 @@ async fn write_group(
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut result = Vec::with_capacity(group.len());
     // Keys of earlier events in this group, so a duplicate within the group counts once.
-    let mut claimed: HashSet<i64> = HashSet::new();
+    let mut claimed = KeySet::default();
     for job in group {
         let is_new: Vec<bool> = job
             .events

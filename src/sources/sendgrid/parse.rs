@@ -174,22 +174,26 @@ fn parse_event(
     };
 
     let email = text(&wire.email);
+    let known = super::KNOWN_KINDS.iter().find(|k| k[9..] == event_name);
     let mut labels: Vec<Label> = Vec::with_capacity(8);
-    labels.push((Cow::Borrowed("event"), event_name.clone()));
-    labels.push((Cow::Borrowed("source"), source.to_string()));
+    let event_label = match known {
+        Some(kind) => Cow::Borrowed(&kind[9..]),
+        None => Cow::Owned(event_name.clone()),
+    };
+    labels.push((Cow::Borrowed("event"), event_label));
     if let Some(domain) = email.as_deref().and_then(recipient_domain) {
-        labels.push((Cow::Borrowed("domain"), domain));
+        labels.push((Cow::Borrowed("domain"), Cow::Owned(domain)));
     }
     let reason = text(&wire.reason);
     let status = text(&wire.status);
     if let Some(class) = reason_class(&event_name, reason.as_deref(), status.as_deref()) {
-        labels.push((Cow::Borrowed("reason"), class));
+        labels.push((Cow::Borrowed("reason"), Cow::Owned(class)));
     }
     if let Some(kind) = text(&wire.bounce_type).filter(|_| event_name == "bounce") {
-        labels.push((Cow::Borrowed("bounce_type"), slug(&kind, 20)));
+        labels.push((Cow::Borrowed("bounce_type"), Cow::Owned(slug(&kind, 20))));
     }
     if let Some(class) = text(&wire.bounce_classification) {
-        labels.push((Cow::Borrowed("classification"), slug(&class, 40)));
+        labels.push((Cow::Borrowed("classification"), Cow::Owned(slug(&class, 40))));
     }
     if let Some(category) = wire.category.as_ref() {
         let mut all: Vec<String> = category
@@ -200,19 +204,19 @@ fn parse_event(
         all.sort();
         all.dedup();
         if !all.is_empty() {
-            labels.push((Cow::Borrowed("category"), all.join(",")));
+            labels.push((Cow::Borrowed("category"), Cow::Owned(all.join(","))));
         }
     }
     let group = text(&wire.asm_group_id);
     if let Some(group) = &group {
-        labels.push((Cow::Borrowed("asm_group_id"), label_text(group, 20)));
+        labels.push((Cow::Borrowed("asm_group_id"), Cow::Owned(label_text(group, 20))));
     }
     let pool = wire
         .pool
         .as_ref()
         .and_then(|p| p.field("name").and_then(Loose::text).or_else(|| p.text()));
     if let Some(name) = pool {
-        labels.push((Cow::Borrowed("pool"), label_text(&name, 64)));
+        labels.push((Cow::Borrowed("pool"), Cow::Owned(label_text(&name, 64))));
     }
     labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
@@ -254,11 +258,14 @@ fn parse_event(
             )
         }
     };
-    let keys: DedupKeys = vec![key];
+    let keys: DedupKeys = Some(key);
 
     let event = Event {
         source: source.clone(),
-        kind: format!("sendgrid.{event_name}"),
+        kind: match known {
+            Some(kind) => Cow::Borrowed(kind),
+            None => Cow::Owned(format!("sendgrid.{event_name}")),
+        },
         time_ms,
         weight: 1.0,
         labels,
@@ -381,7 +388,7 @@ mod tests {
     fn every_documented_event_type() {
         let batch = parse_batch(&source(), &samples("docs_all_event_types_batch.json"), 0).unwrap();
         assert!(batch.skipped.is_empty(), "{:?}", batch.skipped);
-        let kinds: Vec<&str> = batch.events.iter().map(|e| e.event.kind.as_str()).collect();
+        let kinds: Vec<&str> = batch.events.iter().map(|e| e.event.kind.as_ref()).collect();
         for kind in [
             "sendgrid.processed",
             "sendgrid.deferred",
