@@ -101,6 +101,7 @@ pub async fn start(
         engine_rx,
         Duration::from_millis(config.eval_interval_ms as u64),
     ));
+    tokio::spawn(checkpoint_forever(store.clone()));
     tokio::spawn(prune_forever(
         store.clone(),
         clock.clone(),
@@ -144,6 +145,29 @@ pub async fn start(
         shutdown,
         server,
     })
+}
+
+/// WAL size (4 KiB frames, so 1 GiB) past which the checkpointer restarts the WAL.
+const MAX_WAL_FRAMES: i64 = 262_144;
+
+/// Keeps the WAL short: a passive checkpoint every 200 ms, off the journal's path.
+async fn checkpoint_forever(store: Store) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match store.checkpoint().await {
+            // A WAL that passive checkpoints never manage to restart (writes without a
+            // pause) is restarted the hard way, briefly holding writers back.
+            Ok(wal_frames) if wal_frames > MAX_WAL_FRAMES => {
+                if let Err(error) = store.restart_wal().await {
+                    tracing::warn!(error = %error, wal_frames, "WAL restart failed; will retry");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "WAL checkpoint failed; will retry"),
+        }
+    }
 }
 
 async fn prune_forever(store: Store, clock: Clock, retention_ms: i64, dedup_horizon_ms: i64) {

@@ -98,6 +98,9 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
+            // Checkpoints run in `checkpoint_forever`, on their own connection, instead
+            // of inside whichever commit crosses the threshold (the journal's, mostly).
+            .pragma("wal_autocheckpoint", "0")
             .pragma("cache_size", "-65536");
         // Local connections are cheap to keep and costly to lose mid-burst: never
         // close them for idleness or age.
@@ -138,6 +141,24 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Copies committed WAL frames into the database file without blocking writers, and
+    /// restarts the WAL once it is fully copied. Returns the WAL's size in frames.
+    pub async fn checkpoint(&self) -> Result<i64, StoreError> {
+        let (_busy, log, copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(log.max(copied))
+    }
+
+    /// Checkpoints everything and starts the WAL over, waiting for writers.
+    pub async fn restart_wal(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Answers whether the database can be queried, for `/readyz`.

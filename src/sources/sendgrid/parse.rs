@@ -193,7 +193,10 @@ fn parse_event(
         labels.push((Cow::Borrowed("bounce_type"), Cow::Owned(slug(&kind, 20))));
     }
     if let Some(class) = text(&wire.bounce_classification) {
-        labels.push((Cow::Borrowed("classification"), Cow::Owned(slug(&class, 40))));
+        labels.push((
+            Cow::Borrowed("classification"),
+            Cow::Owned(slug(&class, 40)),
+        ));
     }
     if let Some(category) = wire.category.as_ref() {
         let mut all: Vec<String> = category
@@ -209,7 +212,10 @@ fn parse_event(
     }
     let group = text(&wire.asm_group_id);
     if let Some(group) = &group {
-        labels.push((Cow::Borrowed("asm_group_id"), Cow::Owned(label_text(group, 20))));
+        labels.push((
+            Cow::Borrowed("asm_group_id"),
+            Cow::Owned(label_text(group, 20)),
+        ));
     }
     let pool = wire
         .pool
