@@ -584,7 +584,7 @@ mod tests {
             {"event":"group_unsubscribe","email":"x@example.com","timestamp":1,"asm_group_id":7},
             {"event":"group_unsubscribe","email":"x@example.com","timestamp":1,"asm_group_id":8}]"#;
         let batch = parse_batch(&source(), body, 0).unwrap();
-        let mut keys: Vec<i64> = batch.events.iter().flat_map(|e| e.keys.clone()).collect();
+        let mut keys: Vec<i64> = batch.events.iter().flat_map(|e| e.keys).collect();
         let total = keys.len();
         keys.sort();
         keys.dedup();
