@@ -14,8 +14,9 @@
 //!    unique) to `POST /ingest/sendgrid` over several keep-alive connections; a 503 is
 //!    retried after its `Retry-After`, and only 2xx answers count;
 //! 4. reports events/s over the whole run (first request to last answer), p50/p99
-//!    request latency, the child's peak RSS (`VmHWM`) and CPU time, and checks that
-//!    `/metrics` counts every event sent as accepted (each 2xx means "durable").
+//!    request latency, the child's peak RSS (`VmHWM`), CPU time and bytes written, and
+//!    checks that `/metrics` counts every event sent as accepted (each 2xx means
+//!    "durable").
 //!
 //! The group count is the number of distinct recipient domains, the label the
 //! domain-grouped rules (`sendgrid-bounce-spike`, `sendgrid-deferred-growth`, ...) group
@@ -27,11 +28,15 @@
 //! distinct label sets as groups and the same concurrency, and the two are compared.
 //! Without it the comparison is skipped with a message. Nothing is installed.
 //!
+//! Request bodies are built before the clock starts, and the load generator runs on one
+//! thread, so the servers get the rest of the machine. The CPU time other processes used
+//! during each run is printed, since a busy machine skews the figures.
+//!
 //! All traffic goes to 127.0.0.1; every loop is bounded in count and time; the child
 //! processes are killed when the run ends, also on error. Environment knobs:
-//! `BENCH_EVENTS` (default 200000), `BENCH_CONCURRENCY` (16), `BENCH_GROUPS`
-//! (`1000,200000`), `BENCH_TIMEOUT_SECS` (per run, 600), `BENCH_ALERTMANAGER` (path of
-//! the binary, or `skip`).
+//! `BENCH_EVENTS` (default 200000, at most 5000000), `BENCH_CONCURRENCY` (16),
+//! `BENCH_GROUPS` (`1000,200000`), `BENCH_TIMEOUT_SECS` (per run, 600),
+//! `BENCH_ALERTMANAGER` (path of the binary, or `skip`).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -52,6 +57,8 @@ use hyper_util::rt::TokioExecutor;
 
 const BATCH_EVENTS: usize = 1_000;
 const DEFAULT_EVENTS: usize = 200_000;
+/// Bodies are built up front (about 380 bytes per event), so this bounds the memory.
+const MAX_EVENTS: usize = 5_000_000;
 const DEFAULT_CONCURRENCY: usize = 16;
 const DEFAULT_GROUPS: &[usize] = &[1_000, 200_000];
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
@@ -121,6 +128,9 @@ impl Settings {
             }
         };
         let events = number("BENCH_EVENTS", DEFAULT_EVENTS)?;
+        if events > MAX_EVENTS {
+            bail!("BENCH_EVENTS: at most {MAX_EVENTS}, found {events}");
+        }
         let concurrency = number("BENCH_CONCURRENCY", DEFAULT_CONCURRENCY)?.min(256);
         let timeout = Duration::from_secs(number(
             "BENCH_TIMEOUT_SECS",
@@ -178,6 +188,13 @@ struct Report {
     peak_rss_kib: u64,
     cpu_secs: f64,
     client_cpu_secs: f64,
+    /// Bytes the server passed to write calls during the run (`wchar` of
+    /// `/proc/<pid>/io`): WAL frames, checkpoints, logs.
+    written_bytes: u64,
+    /// CPU time every other process on the machine used during the run.
+    others_cpu_secs: f64,
+    /// `/proc/loadavg` when the run started.
+    loadavg: String,
     /// backchannel only: `backchannel_events_accepted_total` after the run.
     accepted_metric: Option<f64>,
     /// backchannel only: `backchannel_rule_groups` after the run.
@@ -221,10 +238,42 @@ fn print_machine(settings: &Settings) {
     println!("ingest benchmark");
     println!("  machine:     {cpus} CPUs ({model}), client and servers share them");
     println!("  backchannel: {}", env!("CARGO_BIN_EXE_backchannel"));
+    println!("  source:      {}", source_state());
     println!(
         "  load:        {} events per run in batches of {BATCH_EVENTS}, {} concurrent keep-alive connections, groups {:?}",
         settings.events, settings.concurrency, settings.groups
     );
+}
+
+/// The git commit of the source tree and whether the server's sources differ from it,
+/// so a pasted result says what it measured.
+fn source_state() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown (no git checkout)".into();
+    };
+    let paths = ["src", "migrations", "config", "Cargo.toml", "Cargo.lock"];
+    let status =
+        git(&[&["status", "--porcelain", "--"][..], &paths[..]].concat()).unwrap_or_default();
+    let changed: Vec<&str> = status.lines().filter_map(|l| l.get(3..)).collect();
+    if changed.is_empty() {
+        format!("commit {head}")
+    } else {
+        format!(
+            "commit {head} with uncommitted changes in {}",
+            changed.join(", ")
+        )
+    }
 }
 
 fn http_client(concurrency: usize) -> HttpClient {
@@ -296,11 +345,25 @@ async fn bench_backchannel(
     )
     .await?;
 
-    let metrics = get_text(client, &format!("http://{addr}/metrics")).await?;
+    // The rule engine consumes durable batches after they are answered; give it a
+    // moment (bounded) so the rule-group gauge reflects every event.
+    let metrics_url = format!("http://{addr}/metrics");
+    let mut metrics = get_text(client, &metrics_url).await?;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let again = get_text(client, &metrics_url).await?;
+        let settled = metric_value(&again, "backchannel_rule_groups").is_some()
+            && metric_value(&again, "backchannel_rule_groups")
+                == metric_value(&metrics, "backchannel_rule_groups");
+        metrics = again;
+        if settled {
+            break;
+        }
+    }
     report.accepted_metric = Some(metric_sum(&metrics, "backchannel_events_accepted_total"));
     report.rule_groups = metric_value(&metrics, "backchannel_rule_groups");
     let duplicates = metric_sum(&metrics, "backchannel_events_duplicate_total");
-    let rejected = metric_sum(&metrics, "backchannel_requests_rejected_total");
+    let rejected = metric_lines(&metrics, "backchannel_requests_rejected_total");
     println!(
         "  /metrics: backchannel_events_accepted_total {} (sent {}), duplicates {duplicates}, requests rejected {rejected}, rule groups {}",
         report.accepted_metric.unwrap_or(0.0),
@@ -395,15 +458,14 @@ fn sendgrid_event(out: &mut String, nonce: u64, i: usize, groups: usize, now_s: 
     let categories = ["receipts", "password-reset", "newsletter", "onboarding"];
     let _ = write!(
         out,
-        r#"{{"email":"user{}@customer{domain}.example.com","timestamp":{now_s},"smtp-id":"<{:016x}.{:x}@ismtpd0042p1lon1.sendgrid.net>","event":"{kind}","category":["{}"],"sg_event_id":"{:010x}{:012x}","sg_message_id":"{:016x}.filterdrecv-5645d9c87f-7xkqd-1-{:08X}-{i}.0""#,
+        r#"{{"email":"user{}@customer{domain}.example.com","timestamp":{now_s},"smtp-id":"<{:011x}.{:x}@ismtpd-555>","event":"{kind}","category":["{}"],"sg_event_id":"{:010x}{:012x}","sg_message_id":"{:011x}.filter0001.{i}.5515E0B88.0""#,
         h % 100_000,
-        h >> 8,
+        h >> 20,
         i,
         categories[(h >> 20) as usize % categories.len()],
         nonce & 0xff_ffff_ffff,
         i,
-        h.rotate_left(17),
-        (nonce >> 8) as u32,
+        h.rotate_left(17) >> 20,
     );
     match kind {
         "delivered" => out.push_str(r#","response":"250 2.0.0 OK  1764744000 a1si1234567qkb.42 - gsmtp","ip":"168.245.12.34","tls":1"#),
@@ -412,11 +474,11 @@ fn sendgrid_event(out: &mut String, nonce: u64, i: usize, groups: usize, now_s: 
             r#","reason":"550 5.1.1 The email account that you tried to reach does not exist.","status":"5.1.1","type":"bounce","bounce_classification":"Invalid Address""#,
         ),
         "dropped" => out.push_str(r#","reason":"Bounced Address","status":"5.0.0""#),
-        _ => out.push_str(r#","send_at":0,"marketing_campaign_id":12345"#),
+        _ => out.push_str(r#","pool":{"name":"transactional","id":210}"#),
     }
     let _ = write!(
         out,
-        r#","tenant_id":"tenant-{}","order_id":"ord-{:08}","env":"production"}}"#,
+        r#","tenant_id":"tenant-{}","order_id":"ord-{:08}"}}"#,
         h % 97,
         i
     );
@@ -484,18 +546,15 @@ async fn bench_alertmanager(
     Ok(report)
 }
 
-/// One alert; alert `i` has the label set of group `i % groups`, and annotations that
-/// carry about what a SendGrid event does.
+/// One alert of about the size of a SendGrid event; alert `i` has the label set of group
+/// `i % groups`.
 fn alert(out: &mut String, nonce: u64, i: usize, groups: usize, starts: &str, ends: &str) {
-    let h = splitmix64(nonce ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let group = i % groups;
     let _ = write!(
         out,
-        r#"{{"labels":{{"alertname":"SendgridBounceSpike","domain":"customer{}.example.com","severity":"warning","source":"sendgrid"}},"annotations":{{"summary":"SendGrid bounces to customer{}.example.com","sg_event_id":"{:010x}{:012x}","reason":"550 5.1.1 The email account that you tried to reach does not exist."}},"startsAt":"{starts}","endsAt":"{ends}","generatorURL":"http://127.0.0.1/bench?h={:016x}"}}"#,
-        i % groups,
-        i % groups,
+        r#"{{"labels":{{"alertname":"SendgridBounceSpike","domain":"customer{group}.example.com","severity":"warning","source":"sendgrid"}},"annotations":{{"summary":"SendGrid bounces to customer{group}.example.com","sg_event_id":"{:010x}{:012x}","reason":"550 5.1.1 The email account that you tried to reach does not exist."}},"startsAt":"{starts}","endsAt":"{ends}"}}"#,
         nonce & 0xff_ffff_ffff,
         i,
-        h,
     );
 }
 
@@ -540,6 +599,8 @@ struct WorkerStats {
     retries: u64,
     failures: Vec<String>,
     latencies: Vec<Duration>,
+    /// The body of the first 503, to say why the server pushed back.
+    first_503: Option<String>,
 }
 
 /// Posts every batch with `settings.concurrency` workers sharing one keep-alive pool,
@@ -574,6 +635,11 @@ async fn drive(
     let idle_rss_kib = proc_status_kib(server.pid(), "VmRSS:").unwrap_or(0);
     let cpu_before = cpu_ticks(&server.pid().to_string());
     let client_cpu_before = cpu_ticks("self");
+    let machine_before = machine_busy_ticks();
+    let written_before = proc_io(server.pid(), "wchar:");
+    let loadavg = fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + settings.timeout;
@@ -593,8 +659,10 @@ async fn drive(
         stats.retries += w.retries;
         stats.failures.extend(w.failures);
         stats.latencies.extend(w.latencies);
+        stats.first_503 = stats.first_503.or(w.first_503);
     }
     let elapsed = started.elapsed();
+    let machine_ticks = machine_busy_ticks().saturating_sub(machine_before);
     let unsent = batches.len().saturating_sub(next.load(Ordering::Relaxed));
     if unsent > 0 {
         stats.failures.push(format!(
@@ -609,7 +677,7 @@ async fn drive(
         );
     }
     stats.latencies.sort_unstable();
-    let report = Report {
+    let mut report = Report {
         system,
         groups,
         sent,
@@ -623,11 +691,20 @@ async fn drive(
         body_bytes,
         idle_rss_kib,
         peak_rss_kib: 0,
-        cpu_secs: (cpu_ticks(&server.pid().to_string()) - cpu_before) as f64 / TICKS_PER_SEC,
-        client_cpu_secs: (cpu_ticks("self") - client_cpu_before) as f64 / TICKS_PER_SEC,
+        cpu_secs: 0.0,
+        client_cpu_secs: 0.0,
+        written_bytes: proc_io(server.pid(), "wchar:").saturating_sub(written_before),
+        others_cpu_secs: 0.0,
+        loadavg,
         accepted_metric: None,
         rule_groups: None,
     };
+    let server_ticks = cpu_ticks(&server.pid().to_string()).saturating_sub(cpu_before);
+    let client_ticks = cpu_ticks("self").saturating_sub(client_cpu_before);
+    report.cpu_secs = server_ticks as f64 / TICKS_PER_SEC;
+    report.client_cpu_secs = client_ticks as f64 / TICKS_PER_SEC;
+    report.others_cpu_secs =
+        machine_ticks.saturating_sub(server_ticks + client_ticks) as f64 / TICKS_PER_SEC;
     println!(
         "  {} of {sent} accepted (2xx) in {:.2} s: {:.0}/s, {} requests, {} retries after 503, p50 {:.1} ms, p99 {:.1} ms",
         report.ok,
@@ -638,6 +715,9 @@ async fn drive(
         ms(report.p50),
         ms(report.p99),
     );
+    if let Some(body) = &stats.first_503 {
+        println!("  first 503 answer: {body}");
+    }
     for failure in report.failures.iter().take(5) {
         println!("  failure: {failure}");
     }
@@ -677,11 +757,14 @@ async fn worker(
                     stats.ok += batch.items;
                     break;
                 }
-                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, retry_after, _)))
+                Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, retry_after, body)))
                     if retries < MAX_RETRIES_PER_BATCH && Instant::now() < deadline =>
                 {
                     retries += 1;
                     stats.retries += 1;
+                    stats
+                        .first_503
+                        .get_or_insert_with(|| truncate(&body, 200).to_string());
                     tokio::time::sleep(
                         retry_after
                             .unwrap_or(Duration::from_secs(1))
@@ -784,11 +867,14 @@ fn finish(server: &mut ChildGuard, report: &mut Report) -> anyhow::Result<()> {
     }
     report.peak_rss_kib = proc_status_kib(server.pid(), "VmHWM:").unwrap_or(0);
     println!(
-        "  RSS: {:.1} MiB idle before the load, {:.1} MiB peak (VmHWM); CPU: {:.2} s server, {:.2} s load generator",
+        "  RSS: {:.1} MiB idle before the load, {:.1} MiB peak (VmHWM); wrote {:.1} MiB during the load",
         kib_to_mib(report.idle_rss_kib),
         kib_to_mib(report.peak_rss_kib),
-        report.cpu_secs,
-        report.client_cpu_secs
+        report.written_bytes as f64 / 1_048_576.0,
+    );
+    println!(
+        "  CPU during the load: {:.2} s server, {:.2} s load generator, {:.2} s other processes (load average at start {})",
+        report.cpu_secs, report.client_cpu_secs, report.others_cpu_secs, report.loadavg
     );
     server.stop();
     Ok(())
@@ -850,6 +936,36 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// Busy CPU time of the whole machine (all CPUs, everything but idle and iowait), in
+/// ticks, from the first line of `/proc/stat`.
+fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(cpu) = stat.lines().next() else {
+        return 0;
+    };
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is included in user).
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    ticks.iter().take(8).sum::<u64>().saturating_sub(idle)
+}
+
+/// A field of `/proc/<pid>/io` (bytes); 0 when unreadable.
+fn proc_io(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 /// A `kB` line of `/proc/<pid>/status`, in KiB.
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -886,9 +1002,24 @@ fn cpu_ticks(which: &str) -> u64 {
 // Reporting
 // ---------------------------------------------------------------------------------
 
+/// Every series of `name` as `labels value`, or "0" when there is none.
+fn metric_lines(text: &str, name: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .map(str::trim)
+        .collect();
+    if lines.is_empty() {
+        "0".into()
+    } else {
+        lines.join(", ")
+    }
+}
+
 /// Sum of every series of `name` in a Prometheus text exposition.
 fn metric_sum(text: &str, name: &str) -> f64 {
-    metric_values(text, name).sum()
+    metric_values(text, name).fold(0.0, |sum, v| sum + v)
 }
 
 fn metric_value(text: &str, name: &str) -> Option<f64> {
@@ -955,9 +1086,11 @@ fn print_summary(settings: &Settings, reports: &[Report]) -> bool {
     for r in reports {
         let mb_per_s = r.body_bytes as f64 / 1_048_576.0 / r.elapsed.as_secs_f64().max(1e-9);
         let per_item_us = r.cpu_secs * 1e6 / r.ok.max(1) as f64;
+        let written_ratio = r.written_bytes as f64 / r.body_bytes.max(1) as f64;
         println!(
-            "{:<13} {:>8}: {mb_per_s:.1} MiB/s of request bodies, {per_item_us:.1} µs server CPU per item",
-            r.system, r.groups
+            "{:<13} {:>8}: {mb_per_s:.1} MiB/s of request bodies, {per_item_us:.1} µs server CPU per item, \
+             wrote {written_ratio:.1}x the request bytes, {:.1} CPU-s used by other processes during the run",
+            r.system, r.groups, r.others_cpu_secs
         );
         if r.ok != r.sent || !r.failures.is_empty() {
             println!(
