@@ -219,6 +219,9 @@ impl Config {
                 ));
             }
         }
+        if sources.is_empty() {
+            warnings.push("sources: none configured, so nothing can be ingested".into());
+        }
         if !rules.is_empty() && routes.is_empty() {
             warnings.push("routes: none configured, so alerts notify nobody".into());
         }

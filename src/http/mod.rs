@@ -68,8 +68,44 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         // Another recorder may exist in tests that embed the server twice; then this
         // handle renders nothing, which only affects those tests' /metrics output.
         let _ = metrics::set_global_recorder(recorder);
+        describe_metrics();
         handle
     })
+}
+
+/// The HELP text of every metric backchannel exports.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "backchannel_events_accepted_total",
+        "Events made durable and new, by source"
+    );
+    describe_counter!(
+        "backchannel_events_duplicate_total",
+        "Events already seen within the dedup horizon, by source"
+    );
+    describe_counter!(
+        "backchannel_events_skipped_total",
+        "Malformed events skipped inside accepted batches, by source"
+    );
+    describe_counter!(
+        "backchannel_requests_rejected_total",
+        "Requests refused, by source and reason"
+    );
+    describe_counter!(
+        "backchannel_notifications_sent_total",
+        "Notifications delivered, by contact"
+    );
+    describe_counter!(
+        "backchannel_notifications_retried_total",
+        "Delivery attempts that will be retried, by contact"
+    );
+    describe_counter!(
+        "backchannel_notifications_dead_total",
+        "Notifications given up on (dead letters), by contact"
+    );
+    describe_gauge!("backchannel_alerts_firing", "Alerts firing now");
+    describe_gauge!("backchannel_rule_groups", "Groups held in rule windows");
 }
 
 async fn metrics_text() -> Response {
