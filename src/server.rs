@@ -79,6 +79,7 @@ pub async fn start(
         deadlines_ms,
         wakers,
         retention_ms: config.journal_retention_ms,
+        checked_all_at_ms: Default::default(),
     };
     let replayed = runner
         .rebuild(&config.sources)

@@ -35,6 +35,7 @@ fn bounce(domain: &str) -> Event {
 
 struct Harness {
     now: Arc<AtomicI64>,
+    checked: Arc<AtomicI64>,
     events: mpsc::Sender<DurableEvents>,
     store: Store,
     _dir: tempfile::TempDir,
@@ -66,6 +67,7 @@ impl Harness {
         }]);
         let templates = Arc::new(Templates::load(None).unwrap());
         let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+        let checked = Arc::new(AtomicI64::new(0));
         let clock_now = now.clone();
         let runner = Runner {
             engine: Engine::new(&[rule]),
@@ -75,11 +77,13 @@ impl Harness {
             deadlines_ms: HashMap::new(),
             wakers: HashMap::new(),
             retention_ms: 24 * 60 * MINUTE,
+            checked_all_at_ms: checked.clone(),
         };
         let (events, receiver) = mpsc::channel(8);
         tokio::spawn(runner.run(receiver, Duration::from_millis(10)));
         Self {
             now,
+            checked,
             events,
             store,
             _dir: dir,
@@ -91,8 +95,11 @@ impl Harness {
             .store(1_700_000_000_000 + minutes * MINUTE, Ordering::SeqCst);
     }
 
-    async fn send(&self, domain: &str, count: usize) {
-        let received_ms = self.now.load(Ordering::SeqCst);
+    /// Queues `count` bounces received at `minutes`, then moves the clock there. The
+    /// runner drains queued events before it ticks, so no tick sees the new time
+    /// without the events.
+    async fn send_at(&self, minutes: i64, domain: &str, count: usize) {
+        let received_ms = 1_700_000_000_000 + minutes * MINUTE;
         let events = (0..count).map(|_| bounce(domain)).collect();
         self.events
             .send(DurableEvents {
@@ -101,23 +108,28 @@ impl Harness {
             })
             .await
             .unwrap();
+        self.set_minutes(minutes);
     }
 
-    /// Waits until the runner has handled what was sent and ticked at the current
-    /// instant, and returns every notification queued so far.
+    /// Waits until the runner has checked every group at the current instant (queued
+    /// events are drained before that check) and returns every notification queued so
+    /// far.
     async fn tick(&self) -> Vec<Notification> {
-        let mut last = usize::MAX;
-        let mut stable = 0;
-        for _ in 0..400 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            let rows = self.notifications().await;
-            stable = if rows.len() == last { stable + 1 } else { 0 };
-            last = rows.len();
-            if stable >= 5 {
-                return rows;
+        // A check that read the clock just after it moved may have chosen to tick just
+        // before the events came in; the check after it cannot have. So wait for one
+        // more, a millisecond later.
+        for step in 0..2 {
+            let target = self.now.fetch_add(step, Ordering::SeqCst) + step;
+            let start = std::time::Instant::now();
+            while self.checked.load(Ordering::SeqCst) < target {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "the runner did not check"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        panic!("the runner did not settle");
+        self.notifications().await
     }
 
     async fn notifications(&self) -> Vec<Notification> {
@@ -141,15 +153,14 @@ async fn threshold_fires_repeats_and_resolves_on_time() {
         min: 5.0,
     })
     .await;
-    h.send("a.example", 4).await;
-    h.send("b.example", 1).await;
+    h.send_at(0, "a.example", 4).await;
+    h.send_at(0, "b.example", 1).await;
     assert!(
         h.tick().await.is_empty(),
         "4 bounces are below the threshold"
     );
 
-    h.set_minutes(1);
-    h.send("a.example", 1).await;
+    h.send_at(1, "a.example", 1).await;
     let fired = h.tick().await;
     assert_eq!(
         summary(&fired),
@@ -158,11 +169,9 @@ async fn threshold_fires_repeats_and_resolves_on_time() {
     assert_eq!(fired[0].facts.count, 5.0);
 
     // Still firing 20 minutes later only if bounces keep coming; they do.
-    h.set_minutes(8);
-    h.send("a.example", 5).await;
+    h.send_at(8, "a.example", 5).await;
     assert_eq!(h.tick().await.len(), 1, "no repeat before repeat_interval");
-    h.set_minutes(31);
-    h.send("a.example", 5).await;
+    h.send_at(31, "a.example", 5).await;
     let repeated = h.tick().await;
     assert_eq!(
         summary(&repeated)[1],
@@ -188,8 +197,8 @@ async fn each_fires_per_group_and_again_after_resolving() {
         window_ms: 5 * MINUTE,
     })
     .await;
-    h.send("a.example", 1).await;
-    h.send("b.example", 2).await;
+    h.send_at(0, "a.example", 1).await;
+    h.send_at(0, "b.example", 2).await;
     let fired = h.tick().await;
     let mut domains: Vec<String> = fired.iter().map(|n| n.labels["domain"].clone()).collect();
     domains.sort();
@@ -204,8 +213,7 @@ async fn each_fires_per_group_and_again_after_resolving() {
             .count(),
         2
     );
-    h.set_minutes(7);
-    h.send("a.example", 1).await;
+    h.send_at(7, "a.example", 1).await;
     let all = h.tick().await;
     assert_eq!(
         summary(&all[4..]),
@@ -222,13 +230,12 @@ async fn jump_needs_its_floor_then_fires_on_new_activity() {
         min_count: 5.0,
     })
     .await;
-    h.send("a.example", 4).await;
+    h.send_at(0, "a.example", 4).await;
     assert!(
         h.tick().await.is_empty(),
         "below min_count, even against a zero baseline"
     );
-    h.set_minutes(1);
-    h.send("a.example", 3).await;
+    h.send_at(1, "a.example", 3).await;
     let fired = h.tick().await;
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].facts.measure, "new activity: 7 vs 0");

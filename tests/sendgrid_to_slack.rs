@@ -472,7 +472,15 @@ description = "{{event.description}}"
     assert_eq!(description.chars().count(), 3000);
     assert!(description.ends_with('…'));
     assert!(body["text"].as_str().unwrap().chars().count() <= 40_000);
-    assert_eq!(server.running.store.outbox_counts().await.unwrap().sent, 1);
+    // Slack has answered; the outbox marks the row sent right after.
+    let start = std::time::Instant::now();
+    while server.running.store.outbox_counts().await.unwrap().sent != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never marked sent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.running.stop().await;
 }
 
@@ -519,7 +527,12 @@ async fn b21_rate_limit_honours_retry_after() {
             "Firing [warning]: Spam complaint from a recipient at two.example"
         ]
     );
-    let counts = server.running.store.outbox_counts().await.unwrap();
+    let start = std::time::Instant::now();
+    let mut counts = server.running.store.outbox_counts().await.unwrap();
+    while counts.sent < 2 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        counts = server.running.store.outbox_counts().await.unwrap();
+    }
     assert_eq!((counts.sent, counts.pending, counts.dead), (2, 0, 0));
     server.running.stop().await;
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
@@ -30,6 +31,9 @@ pub struct Runner {
     pub wakers: HashMap<String, Arc<Notify>>,
     /// Resolved alerts older than this are forgotten (the store prunes them too).
     pub retention_ms: i64,
+    /// The clock reading of the last check of every group whose decisions are saved;
+    /// read by tests and exported as a metric, so a stuck evaluator shows.
+    pub checked_all_at_ms: Arc<AtomicI64>,
 }
 
 impl Runner {
@@ -90,7 +94,10 @@ impl Runner {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Events first: a tick must not judge a window before the events that
+            // arrived for it are counted.
             let only_dirty = tokio::select! {
+                biased;
                 received = events.recv() => {
                     let Some(first) = received else { break };
                     self.observe(first);
@@ -112,15 +119,19 @@ impl Runner {
             let outcomes = self
                 .engine
                 .evaluate(now, only_dirty, |fp| self.book.is_firing_id(fp));
-            if outcomes.is_empty() {
-                continue;
+            if !outcomes.is_empty() {
+                let changes = self.book.apply(outcomes, now);
+                let mut attempt = 0;
+                while let Err(error) = self.persist(changes.clone(), now).await {
+                    attempt += 1;
+                    tracing::error!(error = %error, attempt, "saving alert changes failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt.min(50))).await;
+                }
             }
-            let changes = self.book.apply(outcomes, now);
-            let mut attempt = 0;
-            while let Err(error) = self.persist(changes.clone(), now).await {
-                attempt += 1;
-                tracing::error!(error = %error, attempt, "saving alert changes failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * attempt.min(50))).await;
+            if !only_dirty {
+                self.checked_all_at_ms.store(now, Ordering::SeqCst);
+                metrics::gauge!("backchannel_rules_checked_timestamp_seconds")
+                    .set(now as f64 / 1000.0);
             }
             metrics::gauge!("backchannel_alerts_firing").set(self.book.firing_count() as f64);
             metrics::gauge!("backchannel_rule_groups").set(self.engine.group_count() as f64);

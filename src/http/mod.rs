@@ -106,6 +106,10 @@ fn describe_metrics() {
     );
     describe_gauge!("backchannel_alerts_firing", "Alerts firing now");
     describe_gauge!("backchannel_rule_groups", "Groups held in rule windows");
+    describe_gauge!(
+        "backchannel_rules_checked_timestamp_seconds",
+        "When every rule group was last checked; falls behind if the evaluator is stuck"
+    );
 }
 
 async fn metrics_text() -> Response {
