@@ -12,7 +12,8 @@ use backchannel::config::Config;
 #[command(
     name = "backchannel",
     version,
-    about = "Listens on the backchannels of the services you depend on and tells the people who can act"
+    about = "Listens on the backchannels of the services you depend on \
+             and tells the people who can act"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -375,10 +375,16 @@ impl AlertBook {
             if !self.templates.has(&name) {
                 return fallback;
             }
-            self.templates.render(&name, Context::Text, &data).unwrap_or_else(|error| {
-                tracing::warn!(error = %error, rule = %rule.name, "summary template failed; using the default wording");
-                fallback
-            })
+            self.templates
+                .render(&name, Context::Text, &data)
+                .unwrap_or_else(|error| {
+                    tracing::warn!(
+                        error = %error,
+                        rule = %rule.name,
+                        "summary template failed; using the default wording",
+                    );
+                    fallback
+                })
         };
         let summary = render(
             "summary",

@@ -59,13 +59,20 @@ impl Runner {
             after_id = last.id;
             for batch in batches {
                 let Some(source) = sources.get(&batch.source) else {
-                    tracing::debug!(source = %batch.source, "journal batch of a source no longer configured skipped");
+                    tracing::debug!(
+                        source = %batch.source,
+                        "journal batch of a source no longer configured skipped",
+                    );
                     continue;
                 };
                 let parsed = match source.parse(&batch.body, batch.received_ms) {
                     Ok(parsed) => parsed,
                     Err(error) => {
-                        tracing::warn!(error = %error, batch = batch.id, "journal batch no longer parses; skipped");
+                        tracing::warn!(
+                            error = %error,
+                            batch = batch.id,
+                            "journal batch no longer parses; skipped",
+                        );
                         continue;
                     }
                 };
@@ -124,7 +131,11 @@ impl Runner {
                 let mut attempt = 0;
                 while let Err(error) = self.persist(changes.clone(), now).await {
                     attempt += 1;
-                    tracing::error!(error = %error, attempt, "saving alert changes failed; retrying");
+                    tracing::error!(
+                        error = %error,
+                        attempt,
+                        "saving alert changes failed; retrying",
+                    );
                     tokio::time::sleep(Duration::from_millis(200 * attempt.min(50))).await;
                 }
             }

@@ -303,7 +303,13 @@ fn env_value(value: &str, key: &str, issues: &mut Issues) -> String {
         match (std::env::var(name), default) {
             (Ok(found), _) => out.push_str(&found),
             (Err(_), Some(default)) => out.push_str(default),
-            (Err(_), None) => issues.add(key, format!("environment variable {name} is not set (write ${{{name}:-}} to make it optional)")),
+            (Err(_), None) => issues.add(
+                key,
+                format!(
+                    "environment variable {name} is not set \
+                     (write ${{{name}:-}} to make it optional)"
+                ),
+            ),
         }
         rest = &rest[start + end + 1..];
     }
@@ -356,27 +362,28 @@ fn check_sources(
             } => {
                 let text = verification_key
                     .map(|k| env_value(&k, &format!("{key}.verification_key"), issues));
-                let verification_key = match text
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                {
-                    None => {
-                        warnings.push(format!(
-                            "{key}: no verification_key, so unsigned batches are accepted"
-                        ));
-                        None
-                    }
-                    Some(text) => {
-                        match VerificationKey::from_base64(text) {
+                let verification_key =
+                    match text.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+                        None => {
+                            warnings.push(format!(
+                                "{key}: no verification_key, so unsigned batches are accepted"
+                            ));
+                            None
+                        }
+                        Some(text) => match VerificationKey::from_base64(text) {
                             Ok(k) => Some(k),
                             Err(e) => {
-                                issues.add(format!("{key}.verification_key"), format!("expected the base64 public key SendGrid shows, but it is {e}"));
+                                issues.add(
+                                    format!("{key}.verification_key"),
+                                    format!(
+                                        "expected the base64 public key SendGrid shows, \
+                                         but it is {e}"
+                                    ),
+                                );
                                 None
                             }
-                        }
-                    }
-                };
+                        },
+                    };
                 let max_skew_secs = duration(
                     max_timestamp_skew.as_deref(),
                     &format!("{key}.max_timestamp_skew"),
@@ -880,11 +887,13 @@ mod tests {
             ),
             (
                 "[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"ten\"\nthreshold = 3\n",
-                "rules[0].window: expected a duration above zero such as \"10m\" or \"24h\", found \"ten\"",
+                "rules[0].window: expected a duration above zero such as \"10m\" or \"24h\", \
+                 found \"ten\"",
             ),
             (
                 "[[rules]]\nname = \"a\"\nkind = \"spike\"\n",
-                "rules[0].kind: expected \"each\", \"threshold\", \"ratio\" or \"jump\", found \"spike\"",
+                "rules[0].kind: expected \"each\", \"threshold\", \"ratio\" or \"jump\", \
+                 found \"spike\"",
             ),
             (
                 "[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"5m\"\n",
@@ -903,7 +912,8 @@ mod tests {
                 "sources.sg.verification_key: expected the base64 public key",
             ),
             (
-                "[sources.sg]\ntype = \"sendgrid\"\nverification_key = \"${BACKCHANNEL_TEST_UNSET_VAR}\"\n",
+                "[sources.sg]\ntype = \"sendgrid\"\n\
+                 verification_key = \"${BACKCHANNEL_TEST_UNSET_VAR}\"\n",
                 "environment variable BACKCHANNEL_TEST_UNSET_VAR is not set",
             ),
             (
@@ -950,7 +960,8 @@ mod tests {
     #[test]
     fn typos_in_sendgrid_kinds_and_labels_are_warned_about() {
         let config = load(
-            "[[rules]]\nname = \"a\"\nkind = \"each\"\ngroup_by = [\"domian\"]\nmatch = { kinds = [\"sendgrid.spam_report\"] }\n",
+            "[[rules]]\nname = \"a\"\nkind = \"each\"\ngroup_by = [\"domian\"]\n\
+             match = { kinds = [\"sendgrid.spam_report\"] }\n",
         )
         .unwrap();
         let warnings = config.warnings.join("\n");

@@ -28,7 +28,11 @@ pub async fn ingest(
         ));
     };
     let rejected = |reason: &'static str| {
-        metrics::counter!("backchannel_requests_rejected_total", "source" => source_id.clone(), "reason" => reason).increment(1);
+        metrics::counter!(
+            "backchannel_requests_rejected_total",
+            "source" => source_id.clone(),
+            "reason" => reason)
+        .increment(1);
     };
     let body = body.map_err(|rejection| {
         rejected("body");
@@ -64,7 +68,12 @@ pub async fn ingest(
     if skipped > 0 {
         metrics::counter!("backchannel_events_skipped_total", "source" => source_id.clone())
             .increment(skipped as u64);
-        tracing::debug!(source = %source_id, skipped, first = %parsed.skipped[0], "malformed events skipped");
+        tracing::debug!(
+            source = %source_id,
+            skipped,
+            first = %parsed.skipped[0],
+            "malformed events skipped",
+        );
         if parsed.events.is_empty() {
             rejected("no_valid_event");
             return Err(ApiError::new(

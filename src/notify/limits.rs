@@ -95,7 +95,8 @@ pub fn apply_slack_limits(payload: &mut Value) -> usize {
     if out.len() > MAX_BLOCKS {
         let hidden = out.len() - (MAX_BLOCKS - 1);
         out.truncate(MAX_BLOCKS - 1);
-        out.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("+{hidden} more")}]}));
+        let more = json!({"type": "mrkdwn", "text": format!("+{hidden} more")});
+        out.push(json!({"type": "context", "elements": [more]}));
         cut += hidden;
     }
     *blocks = out;

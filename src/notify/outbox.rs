@@ -56,12 +56,20 @@ pub async fn run(
                 Ok(Some(next)) => next - clock(),
                 Ok(None) => 60_000,
                 Err(error) => {
-                    tracing::error!(error = %error, contact = %contact.name, "reading the outbox failed");
+                    tracing::error!(
+                        error = %error,
+                        contact = %contact.name,
+                        "reading the outbox failed",
+                    );
                     1_000
                 }
             },
             Err(error) => {
-                tracing::error!(error = %error, contact = %contact.name, "reading the outbox failed");
+                tracing::error!(
+                    error = %error,
+                    contact = %contact.name,
+                    "reading the outbox failed",
+                );
                 1_000
             }
         };
@@ -112,7 +120,10 @@ async fn deliver_row(
     match outcome {
         Delivery::Sent => {
             store.outbox_sent(row.id, now).await?;
-            metrics::counter!("backchannel_notifications_sent_total", "contact" => name.to_string()).increment(1);
+            metrics::counter!(
+                "backchannel_notifications_sent_total",
+                "contact" => name.to_string())
+            .increment(1);
             Ok(None)
         }
         Delivery::Retry { after, error } => {
@@ -124,9 +135,18 @@ async fn deliver_row(
                 dead_letter(store, name, &row, Some(&notification), &reason, now).await?;
                 return Ok(None);
             }
-            tracing::warn!(contact = name, error = %error, retry_in_ms = delay.as_millis() as u64, attempt = row.attempts + 1, "delivery will be retried");
+            tracing::warn!(
+                contact = name,
+                error = %error,
+                retry_in_ms = delay.as_millis() as u64,
+                attempt = row.attempts + 1,
+                "delivery will be retried",
+            );
             store.outbox_retry(row.id, retry_at, &error, true).await?;
-            metrics::counter!("backchannel_notifications_retried_total", "contact" => name.to_string()).increment(1);
+            metrics::counter!(
+                "backchannel_notifications_retried_total",
+                "contact" => name.to_string())
+            .increment(1);
             Ok(rate_limited.then_some(retry_at))
         }
         Delivery::Failed(error) => {

@@ -106,7 +106,11 @@ impl SlackContact {
         {
             // Rendering never costs a delivery: what Slack refused as blocks goes
             // again as plain text.
-            tracing::warn!(contact, error = %error, "slack refused the rendered message; sending plain text");
+            tracing::warn!(
+                contact,
+                error = %error,
+                "slack refused the rendered message; sending plain text",
+            );
             let plain = plain_text(notification);
             result = self
                 .send(contact, store, notification, plain, earlier)
@@ -155,7 +159,11 @@ impl SlackContact {
                 Err(SlackClientError::ApiError(e))
                     if e.code == "message_not_found" || e.code == "cant_update_message" =>
                 {
-                    tracing::warn!(contact, error = %e.code, "firing message cannot be updated; posting the resolution");
+                    tracing::warn!(
+                        contact,
+                        error = %e.code,
+                        "firing message cannot be updated; posting the resolution",
+                    );
                 }
                 other => return other.map(|_| ()),
             }
@@ -176,7 +184,11 @@ impl SlackContact {
                 )
                 .await;
             if let Err(error) = saved {
-                tracing::warn!(error = %error, contact, "message posted but its reference was not saved; resolution will post anew");
+                tracing::warn!(
+                    error = %error,
+                    contact,
+                    "message posted but its reference was not saved; resolution will post anew",
+                );
             }
         }
         Ok(())
@@ -192,7 +204,12 @@ impl SlackContact {
     ) -> SlackMessageContent {
         self.try_render(contact, templates, notification)
             .unwrap_or_else(|error| {
-                tracing::error!(error = %error, contact, template = %self.template, "slack template failed; sending plain text");
+                tracing::error!(
+                    error = %error,
+                    contact,
+                    template = %self.template,
+                    "slack template failed; sending plain text",
+                );
                 plain_text(notification)
             })
     }

@@ -212,7 +212,7 @@ async fn writer(
                         };
                         if engine.send(durable).await.is_err() {
                             tracing::error!(
-                                "rule engine stopped; durable events will be evaluated after restart"
+                                "rule engine stopped; durable events are evaluated after restart"
                             );
                         }
                     }
@@ -220,7 +220,11 @@ async fn writer(
                 }
             }
             Err(error) => {
-                tracing::error!(error = %error, batches = group.len(), "journal commit failed; batches refused");
+                tracing::error!(
+                    error = %error,
+                    batches = group.len(),
+                    "journal commit failed; batches refused",
+                );
                 for job in group.drain(..) {
                     let _ = job.reply.send(Err("journal is unavailable".to_string()));
                 }

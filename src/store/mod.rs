@@ -170,7 +170,8 @@ impl Store {
     /// All alerts with their state, to restore the alert book at start-up.
     pub async fn load_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT fingerprint, rule, labels, status, started_ms, resolved_ms, seq, notified FROM alerts",
+            "SELECT fingerprint, rule, labels, status, started_ms, resolved_ms, seq, notified
+             FROM alerts",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -200,11 +201,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for a in alerts {
             sqlx::query(
-                "INSERT INTO alerts (fingerprint, rule, labels, status, started_ms, resolved_ms, seq, notified, updated_ms)
+                "INSERT INTO alerts (fingerprint, rule, labels, status, started_ms, resolved_ms,
+                   seq, notified, updated_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (fingerprint) DO UPDATE SET status = excluded.status,
                    started_ms = excluded.started_ms, resolved_ms = excluded.resolved_ms,
-                   seq = excluded.seq, notified = excluded.notified, updated_ms = excluded.updated_ms",
+                   seq = excluded.seq, notified = excluded.notified,
+                   updated_ms = excluded.updated_ms",
             )
             .bind(&a.fingerprint)
             .bind(&a.rule)
@@ -280,11 +283,15 @@ impl Store {
 
     /// Marks a delivery done.
     pub async fn outbox_sent(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_ms = $2, last_error = NULL WHERE id = $1")
-            .bind(id)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_ms = $2,
+               last_error = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -297,7 +304,8 @@ impl Store {
         counts_as_attempt: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + $4, next_attempt_ms = $2, last_error = $3 WHERE id = $1",
+            "UPDATE outbox SET attempts = attempts + $4, next_attempt_ms = $2, last_error = $3
+             WHERE id = $1",
         )
         .bind(id)
         .bind(next_attempt_ms)
@@ -310,12 +318,16 @@ impl Store {
 
     /// Gives up on a delivery, keeping the reason.
     pub async fn outbox_dead(&self, id: i64, error: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = $2, done_ms = $3 WHERE id = $1")
-            .bind(id)
-            .bind(error)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = $2,
+               done_ms = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -531,8 +531,10 @@ mod tests {
     fn broken_bytes_in_one_event_spare_the_others() {
         let mut body = br#"[{"event":"processed","email":"a"#.to_vec();
         body.extend_from_slice(b"\xff\xfe");
-        body.extend_from_slice(br#"@example.com","timestamp":1,"sg_event_id":"u1"},{"event":"processed","note":"bad\x","sg_event_id":"u2"},
-            {"event":"processed","email":"b@example.com","timestamp":1,"sg_event_id":"u3","text":"[}{]\"\\"}]"#);
+        body.extend_from_slice(br#"@example.com","timestamp":1,"sg_event_id":"u1"},"#);
+        body.extend_from_slice(br#"{"event":"processed","note":"bad\x","sg_event_id":"u2"},"#);
+        body.extend_from_slice(br#"{"event":"processed","email":"b@example.com","timestamp":1,"#);
+        body.extend_from_slice(br#""sg_event_id":"u3","text":"[}{]\"\\"}]"#);
         let batch = parse_batch(&source(), &body, 0).unwrap();
         assert_eq!(batch.events.len(), 1, "{:?}", batch.skipped);
         assert_eq!(batch.events[0].position, 2);
@@ -564,7 +566,8 @@ mod tests {
     #[test]
     fn odd_field_types_keep_the_event() {
         let body = br#"[{"event":"bounce","email":"x@example.com","status":550,"asm_group_id":"7",
-            "pool":"mypool","category":["a",1],"sg_event_id":789,"timestamp":"1700000000","type":7}]"#;
+            "pool":"mypool","category":["a",1],"sg_event_id":789,
+            "timestamp":"1700000000","type":7}]"#;
         let batch = parse_batch(&source(), body, 0).unwrap();
         assert!(batch.skipped.is_empty(), "{:?}", batch.skipped);
         let event = &batch.events[0].event;

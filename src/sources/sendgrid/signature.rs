@@ -40,7 +40,8 @@ pub enum SignatureError {
     #[error("timestamp {0:?} is not a number of seconds")]
     BadTimestamp(String),
     #[error(
-        "timestamp {timestamp} is {skew_secs}s away from now, more than the {max_skew_secs}s allowed"
+        "timestamp {timestamp} is {skew_secs}s away from now, \
+         more than the {max_skew_secs}s allowed"
     )]
     Stale {
         timestamp: i64,
