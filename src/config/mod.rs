@@ -965,7 +965,9 @@ mod tests {
         )
         .unwrap();
         let warnings = config.warnings.join("\n");
-        assert!(warnings.contains("rules[0] (a): match.kinds: \"sendgrid.spam_report\" is not a documented SendGrid event type"), "{warnings}");
+        let expected = "rules[0] (a): match.kinds: \"sendgrid.spam_report\" \
+                        is not a documented SendGrid event type";
+        assert!(warnings.contains(expected), "{warnings}");
         assert!(
             warnings.contains("rules[0] (a): SendGrid events have no label \"domian\""),
             "{warnings}"
@@ -983,7 +985,8 @@ mod tests {
     #[test]
     fn empty_slack_token_disables_the_contact() {
         let config = load(
-            "[contacts.s]\ntype = \"slack\"\ntoken = \"${BACKCHANNEL_TEST_UNSET_VAR:-}\"\nchannel = \"#x\"\n[[routes]]\ncontacts = [\"s\"]\n",
+            "[contacts.s]\ntype = \"slack\"\ntoken = \"${BACKCHANNEL_TEST_UNSET_VAR:-}\"\n\
+             channel = \"#x\"\n[[routes]]\ncontacts = [\"s\"]\n",
         )
         .unwrap();
         assert!(config.contacts.is_empty());

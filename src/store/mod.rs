@@ -352,7 +352,8 @@ impl Store {
     /// The dead letters with their reasons, newest first.
     pub async fn dead_letters(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT contact, fingerprint, coalesce(last_error, '') FROM outbox WHERE status = 'dead' ORDER BY id DESC",
+            "SELECT contact, fingerprint, coalesce(last_error, '') FROM outbox
+             WHERE status = 'dead' ORDER BY id DESC",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -387,7 +388,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO messages (fingerprint, contact, channel, ts) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (fingerprint, contact) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+             ON CONFLICT (fingerprint, contact)
+               DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
         )
         .bind(fingerprint)
         .bind(contact)
