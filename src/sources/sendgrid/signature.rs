@@ -57,6 +57,9 @@ pub enum SignatureError {
 impl VerificationKey {
     /// Parses the key exactly as SendGrid's settings page shows it.
     pub fn from_base64(text: &str) -> Result<Self, String> {
+        if text.contains("-----BEGIN") {
+            return Err("a PEM block; paste only the base64 line SendGrid shows".into());
+        }
         let der = STANDARD
             .decode(text.trim())
             .map_err(|e| format!("not base64 ({e})"))?;
@@ -190,5 +193,11 @@ mod tests {
     fn key_must_be_p256_spki() {
         assert!(VerificationKey::from_base64("not base64!").is_err());
         assert!(VerificationKey::from_base64("AAAA").is_err());
+        let pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----";
+        assert!(
+            VerificationKey::from_base64(pem)
+                .unwrap_err()
+                .contains("PEM")
+        );
     }
 }
