@@ -130,16 +130,18 @@ pub async fn start(
     tracing::info!(%addr, config = %config.path.display(), "listening");
 
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(error) = result {
-            tracing::error!(error = %error, "HTTP server failed");
-        }
-    });
+    let limits = crate::http::serve::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms as u64),
+        max_connections: config.max_connections,
+    };
+    let server = tokio::spawn(crate::http::serve::serve(
+        listener,
+        app,
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Ok(Running {
         addr,
         store,

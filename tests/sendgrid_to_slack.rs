@@ -641,3 +641,41 @@ async fn resolution_updates_the_original_message() {
     );
     server.running.stop().await;
 }
+
+/// A client that never finishes its headers is disconnected, and others are still served.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let fake = SlackFake::start().await;
+    let text = config(&api(&fake), "", "").replace(
+        "[server]",
+        "[server]\nheader_read_timeout = \"300ms\"\nmax_connections = 4",
+    );
+    let server = start_server(&text, clock::system()).await;
+    let addr = server.running.addr;
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /ingest/sendgrid HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was never closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    // More idle connections than the cap: a new client waits, then is served once the
+    // idle ones are cut off.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let reply = server.client.get(&format!("{}/healthz", server.base)).await;
+    assert_eq!(reply.status, 200);
+    server.running.stop().await;
+}

@@ -28,6 +28,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub eval_interval_ms: i64,
     pub request_timeout_ms: i64,
+    pub header_read_timeout_ms: i64,
+    pub max_connections: usize,
     pub store_path: PathBuf,
     pub dedup_horizon_ms: i64,
     pub journal_retention_ms: i64,
@@ -118,6 +120,16 @@ impl Config {
             30_000,
             &mut issues,
         );
+        let header_read_timeout_ms = duration(
+            raw.server.header_read_timeout.as_deref(),
+            "server.header_read_timeout",
+            10_000,
+            &mut issues,
+        );
+        let max_connections = raw.server.max_connections.unwrap_or(1024);
+        if max_connections == 0 {
+            issues.add("server.max_connections", "expected at least 1, found 0");
+        }
         let store_path = base.join(env_value(
             raw.store.path.as_deref().unwrap_or("backchannel.db"),
             "store.path",
@@ -246,6 +258,8 @@ impl Config {
             max_body_bytes,
             eval_interval_ms,
             request_timeout_ms,
+            header_read_timeout_ms,
+            max_connections,
             store_path,
             dedup_horizon_ms,
             journal_retention_ms,

@@ -42,6 +42,10 @@ pub struct RawServer {
     pub eval_interval: Option<String>,
     /// Longest a request may take, body upload included, before it is answered 408.
     pub request_timeout: Option<String>,
+    /// A client must send its request headers within this time, or is disconnected.
+    pub header_read_timeout: Option<String>,
+    /// Connections open at once; more clients wait until one closes.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

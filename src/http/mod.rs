@@ -5,6 +5,7 @@
 //! internal failures are logged once here and never echoed to the client.
 
 mod ingest;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -39,9 +40,6 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::D
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        // FIXME: a client that never finishes its headers holds a connection until the
-        // OS drops it; axum::serve offers no header-read timeout or connection cap, so
-        // put a proxy in front of a public endpoint until a hyper server replaces it.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
