@@ -365,12 +365,14 @@ async fn bench_backchannel(
     let duplicates = metric_sum(&metrics, "backchannel_events_duplicate_total");
     let rejected = metric_lines(&metrics, "backchannel_requests_rejected_total");
     println!(
-        "  /metrics: backchannel_events_accepted_total {} (sent {}), duplicates {duplicates}, requests rejected {rejected}, rule groups {}",
+        "  /metrics: backchannel_events_accepted_total {} (sent {}), duplicates {duplicates}, requests rejected {rejected}, rule groups {}, alerts firing {}",
         report.accepted_metric.unwrap_or(0.0),
         report.sent,
         report
             .rule_groups
             .map_or("not reported".to_string(), |g| g.to_string()),
+        metric_value(&metrics, "backchannel_alerts_firing")
+            .map_or("not reported".to_string(), |a| a.to_string()),
     );
     finish(&mut server, &mut report)?;
     Ok(report)

@@ -198,9 +198,9 @@ async fn handle(
     }
 }
 
-/// The shared samples directory beside the repository.
+/// The provider payloads in `tests/fixtures/` (origins in its README).
 pub fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 pub fn sample(path: &str) -> Vec<u8> {

@@ -384,7 +384,7 @@ mod tests {
 
     fn samples(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../shared/samples/sendgrid/{name}",
+            "{}/tests/fixtures/sendgrid/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -131,10 +131,10 @@ mod tests {
     fn sdk_vectors() {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/samples/sendgrid/signed_event_webhook"
+            "/tests/fixtures/sendgrid/signed_event_webhook"
         );
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir).expect("shared samples beside the repo") {
+        for entry in std::fs::read_dir(dir).expect("sendgrid fixtures in tests/fixtures") {
             let path = entry.unwrap().path();
             let v: Vector = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
             let key = VerificationKey::from_base64(&v.public_key).unwrap();
@@ -161,7 +161,7 @@ mod tests {
         let v: Vector = serde_json::from_slice(
             &std::fs::read(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../shared/samples/sendgrid/signed_event_webhook/valid_single_dropped.json"
+                "/tests/fixtures/sendgrid/signed_event_webhook/valid_single_dropped.json"
             ))
             .unwrap(),
         )
