@@ -679,3 +679,117 @@ async fn slow_headers_are_cut_off() {
     assert_eq!(reply.status, 200);
     server.running.stop().await;
 }
+
+/// A repeat goes in the thread of the first message (and to the channel), so that the
+/// resolution still updates the message that announced the alert, not the last reminder.
+#[tokio::test]
+async fn repeats_thread_under_the_first_message_which_the_resolution_updates() {
+    let fake = SlackFake::start().await;
+    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"2500ms\"");
+    let text = config(&api(&fake), "", &rules)
+        .replace("repeat_interval = \"4h\"", "repeat_interval = \"1s\"");
+    let server = start_server(&text, clock::system()).await;
+    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"p1"}]"#;
+    let url = format!("{}/ingest/sendgrid", server.base);
+    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+
+    let start = std::time::Instant::now();
+    while !fake.requests().iter().any(|r| r.path == "/api/chat.update") {
+        assert!(start.elapsed() < Duration::from_secs(15), "never resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = fake.requests();
+    let first = &sent[0];
+    assert_eq!(first.path, "/api/chat.postMessage");
+    assert!(first.body.get("thread_ts").is_none(), "{}", first.body);
+    let first_ts = "1700000000.000101";
+
+    let reminders = &sent[1..sent.len() - 1];
+    assert!(!reminders.is_empty(), "{sent:#?}");
+    for reminder in reminders {
+        assert_eq!(reminder.path, "/api/chat.postMessage");
+        assert_eq!(reminder.body["thread_ts"], first_ts);
+        assert_eq!(reminder.body["reply_broadcast"], true);
+        assert!(
+            reminder.body["text"]
+                .as_str()
+                .unwrap()
+                .contains("Spam complaint"),
+            "{}",
+            reminder.body
+        );
+    }
+    let resolution = sent.last().unwrap();
+    assert_eq!(resolution.body["ts"], first_ts);
+    assert!(
+        resolution.body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Resolved [warning]")
+    );
+    server.running.stop().await;
+}
+
+/// A resolution that falls due while its firing message is still being retried waits
+/// for it, then updates it: the channel never ends on a stale "Firing".
+#[tokio::test]
+async fn resolution_waits_for_its_firing_message() {
+    let fake = SlackFake::start().await;
+    fake.script([Answer::ServerError, Answer::ServerError]);
+    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"300ms\"");
+    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
+    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"w1"}]"#;
+    let url = format!("{}/ingest/sendgrid", server.base);
+    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+
+    let sent = fake.wait_for_ok(2, Duration::from_secs(30)).await;
+    let answered: Vec<String> = fake.requests().iter().map(|r| r.answered.clone()).collect();
+    assert_eq!(answered, ["500", "500", "ok", "ok"]);
+    for refused in &fake.requests()[..2] {
+        assert!(
+            refused.body["text"].as_str().unwrap().starts_with("Firing"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(sent[0].path, "/api/chat.postMessage");
+    assert!(sent[0].body["text"].as_str().unwrap().starts_with("Firing"));
+    assert_eq!(sent[1].path, "/api/chat.update");
+    assert_eq!(sent[1].body["ts"], "1700000000.000101");
+    assert!(
+        sent[1].body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Resolved")
+    );
+    server.running.stop().await;
+}
+
+/// Rate limits are paced by their `Retry-After` and do not grow the backoff: a server
+/// error after three 429s is retried after the first backoff step (1 to 2 s), not the
+/// fourth (8 s or more).
+#[tokio::test]
+async fn rate_limits_do_not_stretch_the_backoff() {
+    let fake = SlackFake::start().await;
+    fake.script([
+        Answer::RateLimited { secs: 1 },
+        Answer::RateLimited { secs: 1 },
+        Answer::RateLimited { secs: 1 },
+        Answer::ServerError,
+    ]);
+    let server = start_server(&config(&api(&fake), "", SPAM_RULE), clock::system()).await;
+    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"k1"}]"#;
+    let url = format!("{}/ingest/sendgrid", server.base);
+    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+
+    let sent = fake.wait_for_ok(1, Duration::from_secs(20)).await;
+    let requests = fake.requests();
+    let answered: Vec<&str> = requests.iter().map(|r| r.answered.as_str()).collect();
+    assert_eq!(answered, ["429", "429", "429", "500", "ok"]);
+    let after_error = sent[0].at.duration_since(requests[3].at);
+    assert!(
+        after_error >= Duration::from_millis(900) && after_error < Duration::from_secs(4),
+        "retried {after_error:?} after the 500"
+    );
+    server.running.stop().await;
+}

@@ -128,7 +128,7 @@ async fn deliver_row(
         }
         Delivery::Retry { after, error } => {
             let rate_limited = after.is_some();
-            let delay = after.unwrap_or_else(|| backoff_delay(row.attempts));
+            let delay = after.unwrap_or_else(|| backoff_delay(row.failures));
             let retry_at = now + delay.as_millis() as i64;
             if retry_at > row.deadline_ms {
                 let reason = format!("gave up after {} attempts: {error}", row.attempts + 1);
@@ -142,7 +142,9 @@ async fn deliver_row(
                 attempt = row.attempts + 1,
                 "delivery will be retried",
             );
-            store.outbox_retry(row.id, retry_at, &error, true).await?;
+            store
+                .outbox_retry(row.id, retry_at, &error, rate_limited)
+                .await?;
             metrics::counter!(
                 "backchannel_notifications_retried_total",
                 "contact" => name.to_string())

@@ -169,12 +169,23 @@ impl SlackContact {
             }
         }
         let mut request = SlackApiChatPostMessageRequest::new(channel.clone().into(), content);
-        if let (Status::Resolved, Some((_, ts)), ResolveMode::Thread) = (status, &earlier, resolve)
-        {
-            request = request.with_thread_ts(ts.clone().into());
+        match (status, &earlier) {
+            // A reminder goes in the thread of the message that first announced the
+            // alert, and to the channel too, so that message stays the one to resolve.
+            (Status::Firing, Some((_, ts))) if notification.repeat => {
+                request = request
+                    .with_thread_ts(ts.clone().into())
+                    .with_reply_broadcast(true);
+            }
+            (Status::Resolved, Some((_, ts))) if *resolve == ResolveMode::Thread => {
+                request = request.with_thread_ts(ts.clone().into());
+            }
+            _ => {}
         }
         let response = session.chat_post_message(&request).await?;
-        if status == Status::Firing {
+        // Only the first message of a firing episode is remembered: a repeat must not
+        // move the reference that the resolution updates or replies to.
+        if status == Status::Firing && (!notification.repeat || earlier.is_none()) {
             let saved = store
                 .save_message_ref(
                     &notification.fingerprint,

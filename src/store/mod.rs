@@ -18,6 +18,7 @@ use sqlx::{Row, SqlitePool};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_seen_log.sql"),
+    include_str!("../../migrations/0003_outbox_per_alert.sql"),
 ];
 
 /// Errors from the store. Every one means the operation did not happen.
@@ -67,7 +68,10 @@ pub struct OutboxRow {
     pub contact: String,
     pub fingerprint: String,
     pub notification: String,
+    /// Every attempt made so far.
     pub attempts: i64,
+    /// Attempts that failed other than by a rate limit; the backoff follows these.
+    pub failures: i64,
     pub deadline_ms: i64,
 }
 
@@ -241,7 +245,9 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries for `contact` that are due at `now_ms`, oldest first.
+    /// Pending deliveries for `contact` that are due at `now_ms`, oldest first. A row
+    /// waits while an earlier one for the same alert is still pending, so a resolution
+    /// never overtakes the firing message it resolves.
     pub async fn due_outbox(
         &self,
         contact: &str,
@@ -249,8 +255,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, contact, fingerprint, notification, attempts, deadline_ms FROM outbox
+            "SELECT id, contact, fingerprint, notification, attempts, deadline_ms, failures
+             FROM outbox o
              WHERE contact = $1 AND status = 'pending' AND next_attempt_ms <= $2
+               AND NOT EXISTS (SELECT 1 FROM outbox earlier
+                 WHERE earlier.contact = o.contact AND earlier.fingerprint = o.fingerprint
+                   AND earlier.status = 'pending' AND earlier.id < o.id)
              ORDER BY id LIMIT $3",
         )
         .bind(contact)
@@ -267,14 +277,20 @@ impl Store {
                 notification: r.get(3),
                 attempts: r.get(4),
                 deadline_ms: r.get(5),
+                failures: r.get(6),
             })
             .collect())
     }
 
-    /// When the next pending delivery for `contact` falls due, if any.
+    /// When the next pending delivery for `contact` that is not waiting behind an earlier
+    /// one of its alert falls due, if any.
     pub async fn next_due_ms(&self, contact: &str) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT min(next_attempt_ms) FROM outbox WHERE contact = $1 AND status = 'pending'",
+            "SELECT min(next_attempt_ms) FROM outbox o
+             WHERE contact = $1 AND status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM outbox earlier
+                 WHERE earlier.contact = o.contact AND earlier.fingerprint = o.fingerprint
+                   AND earlier.status = 'pending' AND earlier.id < o.id)",
         )
         .bind(contact)
         .fetch_one(&self.pool)
@@ -301,16 +317,17 @@ impl Store {
         id: i64,
         next_attempt_ms: i64,
         error: &str,
-        counts_as_attempt: bool,
+        rate_limited: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + $4, next_attempt_ms = $2, last_error = $3
+            "UPDATE outbox SET attempts = attempts + 1, failures = failures + $4,
+               next_attempt_ms = $2, last_error = $3
              WHERE id = $1",
         )
         .bind(id)
         .bind(next_attempt_ms)
         .bind(error)
-        .bind(i64::from(counts_as_attempt))
+        .bind(i64::from(!rate_limited))
         .execute(&self.pool)
         .await?;
         Ok(())
