@@ -69,9 +69,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // sqlx logs every statement at DEBUG (the checkpointer alone runs five a second), so
+    // it stays at ERROR unless BACKCHANNEL_LOG names it.
+    let directives = std::env::var("BACKCHANNEL_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if directives.contains("sqlx") {
+        directives
+    } else {
+        format!("{directives},sqlx=error")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BACKCHANNEL_LOG")
+            tracing_subscriber::EnvFilter::try_new(&directives)
                 .unwrap_or_else(|_| "info,sqlx=error".into()),
         )
         .with_writer(std::io::stderr)
@@ -85,12 +93,12 @@ fn main() -> ExitCode {
                     eprintln!("warning: {}: {warning}", config.path.display());
                 }
                 println!(
-                    "{}: ok ({} sources, {} rules, {} routes, {} contacts)",
+                    "{}: ok ({}, {}, {}, {} enabled)",
                     config.path.display(),
-                    config.sources.len(),
-                    config.rules.len(),
-                    config.routes.len(),
-                    config.contacts.len()
+                    count(config.sources.len(), "source"),
+                    count(config.rules.len(), "rule"),
+                    count(config.routes.len(), "route"),
+                    count(config.contacts.len(), "contact"),
                 );
                 ExitCode::SUCCESS
             }
@@ -172,5 +180,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// "1 rule", "2 rules".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

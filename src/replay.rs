@@ -49,10 +49,19 @@ pub fn replay(
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let parsed = source.parse(&body, 0).map_err(|e| ReplayError::Payload {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        // An event without a usable time of its own is taken to have arrived when the
+        // payload was saved, as the server would take the time it arrived.
+        let saved_ms = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        let parsed = source
+            .parse(&body, saved_ms)
+            .map_err(|e| ReplayError::Payload {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         for skipped in &parsed.skipped {
             tracing::warn!(path = %path.display(), "{skipped}");
         }

@@ -1,10 +1,12 @@
 //! `serve`: wires the store, journal, rule runner, outbox workers and HTTP server
-//! together, in the order that keeps the invariants (alert state and windows restored
-//! before the first request is accepted).
+//! together, in the order that keeps the invariants: the dedup index is loaded before
+//! the first request is accepted, and the evaluator sees the rebuilt windows before any
+//! event accepted after start-up.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -81,16 +83,15 @@ pub async fn start(
         retention_ms: config.journal_retention_ms,
         checked_all_at_ms: Default::default(),
     };
-    let replayed = runner
-        .rebuild(&config.sources)
-        .await
-        .context("rebuilding rule windows from the journal")?;
-    tracing::info!(events = replayed, "rule windows rebuilt from the journal");
-
+    // The journal and the HTTP server start before the windows are rebuilt, so that
+    // providers are answered (and their events made durable) while a long journal is
+    // read back. Batches up to `rebuilt_up_to` are the rebuild's; later ones queue in the
+    // engine channel until the evaluator starts, and once it is full, ingest answers 503.
     let (engine_tx, engine_rx) = mpsc::channel(64);
     let now_s = clock() / 1000;
     let index = SeenIndex::load(&store, now_s, config.dedup_horizon_ms / 1000).await?;
     tracing::info!(keys = index.len(), "dedup index loaded");
+    let rebuilt_up_to = store.last_batch_id().await?;
     let (journal, _writer) = Journal::start(
         store.clone(),
         index,
@@ -98,10 +99,6 @@ pub async fn start(
         config.max_group_events,
         engine_tx,
     );
-    tokio::spawn(runner.run(
-        engine_rx,
-        Duration::from_millis(config.eval_interval_ms as u64),
-    ));
     tokio::spawn(checkpoint_forever(store.clone()));
     tokio::spawn(prune_forever(
         store.clone(),
@@ -110,12 +107,14 @@ pub async fn start(
         config.dedup_horizon_ms,
     ));
 
+    let rules_ready = Arc::new(AtomicBool::new(false));
     let state = Arc::new(AppState {
         sources: config.sources.clone(),
         journal,
         store: store.clone(),
         clock,
         max_body_bytes: config.max_body_bytes,
+        rules_ready: rules_ready.clone(),
     });
     let app = router(
         state,
@@ -142,6 +141,22 @@ pub async fn start(
             let _ = stopped.await;
         },
     ));
+
+    let replayed = match runner.rebuild(&config.sources, rebuilt_up_to).await {
+        Ok(replayed) => replayed,
+        Err(error) => {
+            let _ = shutdown.send(());
+            let _ = server.await;
+            return Err(error).context("rebuilding rule windows from the journal");
+        }
+    };
+    tracing::info!(events = replayed, "rule windows rebuilt from the journal");
+    tokio::spawn(runner.run(
+        engine_rx,
+        Duration::from_millis(config.eval_interval_ms as u64),
+    ));
+    rules_ready.store(true, Ordering::Release);
+
     Ok(Running {
         addr,
         store,

@@ -82,6 +82,8 @@ pub fn escape_json(text: &str) -> String {
 #[derive(Debug)]
 pub struct Templates {
     registries: BTreeMap<Context, Handlebars<'static>>,
+    /// Where each named template came from: a file path, or "built in".
+    origins: BTreeMap<String, String>,
 }
 
 /// A template that failed to compile or render.
@@ -116,9 +118,15 @@ impl Templates {
             }
             registries.insert(context, registry);
         }
-        let mut templates = Self { registries };
+        let mut templates = Self {
+            registries,
+            origins: BTreeMap::new(),
+        };
         for (name, _, source) in BUILT_IN {
             templates.register_everywhere(name, source)?;
+            templates
+                .origins
+                .insert(name.to_string(), "built in".to_string());
         }
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|e| TemplateError {
@@ -138,6 +146,7 @@ impl Templates {
                     message: format!("{}: {e}", path.display()),
                 })?;
                 templates.register_everywhere(&name, &source)?;
+                templates.origins.insert(name, path.display().to_string());
             }
         }
         Ok(templates)
@@ -158,6 +167,11 @@ impl Templates {
     /// Compiles an inline template (a rule's summary) under `name` in every context.
     pub fn register_inline(&mut self, name: &str, source: &str) -> Result<(), TemplateError> {
         self.register_everywhere(name, source)
+    }
+
+    /// Where template `name` came from (a file path, or "built in"), for error messages.
+    pub fn origin(&self, name: &str) -> &str {
+        self.origins.get(name).map_or("inline", String::as_str)
     }
 
     pub fn has(&self, name: &str) -> bool {

@@ -19,7 +19,11 @@ fn batch(n: usize) -> String {
 }
 
 async fn stored_batches(store: &Store) -> usize {
-    store.batches_since(0, 0, 1000).await.unwrap().len()
+    store
+        .batches_since(0, 0, 1000, i64::MAX)
+        .await
+        .unwrap()
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,6 +56,7 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
         store: store.clone(),
         clock: backchannel::clock::fixed(1_700_000_000_000),
         max_body_bytes: 1 << 20,
+        rules_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     });
     let app = router(state, 1 << 20, Duration::from_secs(30));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,4 +135,50 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
 
     let again = client.post(&url, &[], batch(9)).await;
     assert_eq!(again.status, 200, "{}", again.text());
+}
+
+/// Reading the journal back (the rebuild after a restart) pages by body bytes as well as
+/// by rows, and a batch larger than the budget still comes back, alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_pages_are_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite")).await.unwrap();
+    let (engine_tx, mut engine_rx) = mpsc::channel(16);
+    let index = SeenIndex::load(&store, 1_700_000_000, 3600).await.unwrap();
+    let (journal, _writer) = Journal::start(store.clone(), index, 16, 1000, engine_tx);
+    let source = backchannel::sources::Source {
+        id: Arc::from("sendgrid"),
+        kind: backchannel::sources::SourceKind::SendGrid {
+            verification_key: None,
+            max_skew_secs: 600,
+        },
+    };
+    for n in 0..4 {
+        let body = batch(n);
+        let parsed = source.parse(body.as_bytes(), 1_700_000_000_000).unwrap();
+        let answer = journal
+            .submit(
+                source.id.clone(),
+                1_700_000_000_000,
+                body.into(),
+                parsed.events,
+            )
+            .unwrap();
+        answer.await.unwrap().unwrap();
+        engine_rx.recv().await.unwrap();
+    }
+    let size = batch(0).len() as i64;
+    let ids = |batches: Vec<backchannel::store::journal::StoredBatch>| -> Vec<i64> {
+        batches.iter().map(|b| b.id).collect()
+    };
+    let all = store.batches_since(0, 0, 100, i64::MAX).await.unwrap();
+    assert_eq!(ids(all), [1, 2, 3, 4]);
+    let two = store.batches_since(0, 0, 100, 2 * size + 1).await.unwrap();
+    assert_eq!(ids(two), [1, 2]);
+    let next = store.batches_since(0, 2, 100, 2 * size + 1).await.unwrap();
+    assert_eq!(ids(next), [3, 4]);
+    let oversized = store.batches_since(0, 0, 100, 1).await.unwrap();
+    assert_eq!(ids(oversized), [1]);
+    let rows = store.batches_since(0, 0, 3, i64::MAX).await.unwrap();
+    assert_eq!(ids(rows), [1, 2, 3]);
 }

@@ -28,7 +28,7 @@ impl Drop for Server {
     }
 }
 
-async fn spawn(config: &std::path::Path, port: u16, client: &Client) -> Server {
+fn start_child(config: &std::path::Path, port: u16) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_backchannel"))
         .args(["serve", "--config"])
         .arg(config)
@@ -36,27 +36,29 @@ async fn spawn(config: &std::path::Path, port: u16, client: &Client) -> Server {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server { child };
+    Server { child }
+}
+
+/// Waits until `path` answers `status`, or panics after `limit`.
+async fn wait_for(client: &Client, port: u16, path: &str, status: u16, limit: Duration) {
     let start = Instant::now();
     loop {
-        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), async {
-            Ok::<_, ()>(
-                client
-                    .try_get(&format!("http://127.0.0.1:{port}/readyz"))
-                    .await,
-            )
-        })
-        .await
-            && reply == Some(200)
+        let url = format!("http://127.0.0.1:{port}{path}");
+        if let Ok(Some(reply)) =
+            tokio::time::timeout(Duration::from_millis(500), client.try_get(&url)).await
+            && reply == status
         {
-            return server;
+            return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(start.elapsed() < limit, "{path} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn spawn(config: &std::path::Path, port: u16, client: &Client) -> Server {
+    let server = start_child(config, port);
+    wait_for(client, port, "/readyz", 200, Duration::from_secs(20)).await;
+    server
 }
 
 #[tokio::test]
@@ -150,6 +152,90 @@ summary = "{{{{facts.count}}}} bounces at {{{{labels.domain}}}}"
     );
 }
 
+/// A restart with a long journal to read back answers at once: `/healthz` is up and
+/// `/readyz` says it is starting while the windows are rebuilt, and a batch posted then
+/// is accepted and counted exactly once, after the events from before the restart.
+#[tokio::test]
+async fn ingest_is_answered_while_windows_are_rebuilt() {
+    let fake = SlackFake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r##"
+[server]
+eval_interval = "100ms"
+[store]
+path = "state.db"
+[sources.sendgrid]
+type = "sendgrid"
+[contacts.slack]
+type = "slack"
+token = "xoxb-restart"
+channel = "#alerts"
+api_url = "{}"
+[[routes]]
+contacts = ["slack"]
+[[rules]]
+name = "bounces"
+kind = "threshold"
+match = {{ kinds = ["sendgrid.bounce"] }}
+window = "1h"
+threshold = 3
+summary = "{{{{facts.count}}}} bounces"
+"##,
+            fake.api_url()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let client = Client::new();
+    let url = format!("http://127.0.0.1:{port}/ingest/sendgrid");
+    let bounce = |id: &str| {
+        format!(
+            r#"[{{"event":"bounce","email":"a@b.example","timestamp":1700000000,"sg_event_id":"{id}"}}]"#
+        )
+    };
+
+    // Enough journal that reading it back takes a while, and two bounces in it.
+    let mut server = spawn(&config, port, &client).await;
+    for n in 0..60 {
+        let events: Vec<String> = (0..2000)
+            .map(|i| {
+                format!(
+                    r#"{{"event":"delivered","email":"u{i}@d{n}.example","timestamp":1700000000,"sg_event_id":"d{n}-{i}"}}"#
+                )
+            })
+            .collect();
+        let reply = client
+            .post(&url, &[], format!("[{}]", events.join(",")))
+            .await;
+        assert_eq!(reply.json()["accepted"], 2000);
+    }
+    for id in ["b1", "b2"] {
+        assert_eq!(
+            client.post(&url, &[], bounce(id)).await.json()["accepted"],
+            1
+        );
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let _server = start_child(&config, port);
+    wait_for(&client, port, "/healthz", 200, Duration::from_secs(20)).await;
+    let ready = client.get(&format!("http://127.0.0.1:{port}/readyz")).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().starts_with("starting"), "{}", ready.text());
+    let during = client.post(&url, &[], bounce("b3")).await;
+    assert_eq!(during.status, 200, "{}", during.text());
+    assert_eq!(during.json()["accepted"], 1);
+    wait_for(&client, port, "/readyz", 200, Duration::from_secs(60)).await;
+
+    let sent = fake.wait_for_ok(1, Duration::from_secs(10)).await;
+    assert_eq!(sent[0].body["text"], "Firing [warning]: 3 bounces");
+}
+
 #[test]
 fn replay_prints_the_notifications_as_json() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
@@ -206,6 +292,7 @@ fn check_names_file_key_and_expectation() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
         .args(["check", "--config", example])
+        .env_remove("SLACK_BOT_TOKEN")
         .output()
         .unwrap();
     assert!(
@@ -213,5 +300,9 @@ fn check_names_file_key_and_expectation() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 sources, 6 rules, 2 routes"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ok (1 source, 6 rules, 2 routes, 1 contact enabled)"),
+        "{stdout}"
+    );
 }

@@ -133,9 +133,9 @@ impl Harness {
     }
 
     async fn notifications(&self) -> Vec<Notification> {
-        let rows = self.store.due_outbox("ops", i64::MAX, 1000).await.unwrap();
+        let rows = self.store.pending_notifications("ops").await.unwrap();
         rows.iter()
-            .map(|r| serde_json::from_str(&r.notification).unwrap())
+            .map(|r| serde_json::from_str(r).unwrap())
             .collect()
     }
 }

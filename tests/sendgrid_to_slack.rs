@@ -793,3 +793,56 @@ async fn rate_limits_do_not_stretch_the_backoff() {
     );
     server.running.stop().await;
 }
+
+/// Every refusal says why in a JSON body: a compressed body, a wrong method, an unknown
+/// path, and a body that does not arrive within `request_timeout`.
+#[tokio::test]
+async fn refusals_say_why() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let fake = SlackFake::start().await;
+    let text =
+        config(&api(&fake), "", "").replace("[server]", "[server]\nrequest_timeout = \"300ms\"");
+    let server = start_server(&text, clock::system()).await;
+    let url = format!("{}/ingest/sendgrid", server.base);
+
+    let gzip = server
+        .client
+        .post(&url, &[("content-encoding", "gzip")], "\x1f\u{8b}")
+        .await;
+    assert_eq!(gzip.status, 415);
+    assert_eq!(
+        gzip.json()["error"],
+        "source \"sendgrid\": content-encoding \"gzip\" is not supported; send the body \
+         uncompressed"
+    );
+    let get = server.client.get(&url).await;
+    assert_eq!(get.status, 405);
+    assert_eq!(get.json()["error"], "method GET is not allowed here");
+    let nowhere = server.client.get(&format!("{}/ingest", server.base)).await;
+    assert_eq!(nowhere.status, 404);
+    assert_eq!(nowhere.json()["error"], "no route for /ingest");
+
+    let mut slow = tokio::net::TcpStream::connect(server.running.addr)
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /ingest/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n[",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer
+            .contains(r#"{"error":"the request took longer than server.request_timeout (300ms)"}"#),
+        "{answer}"
+    );
+    server.running.stop().await;
+}

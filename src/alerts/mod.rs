@@ -344,8 +344,7 @@ impl AlertBook {
         let event: Option<serde_json::Value> = outcome
             .last_event
             .as_ref()
-            .and_then(|e| serde_json::from_str(&e.raw).ok())
-            .map(|value| limit_depth(value, MAX_EVENT_DEPTH));
+            .and_then(|e| event_value(&e.raw, MAX_EVENT_DEPTH));
         let trace_url = match (
             &self.trace_url,
             outcome
@@ -415,6 +414,45 @@ impl AlertBook {
 /// by a marker, so a pathological payload cannot make the stored notification
 /// unreadable (serde_json refuses nesting past 128 levels).
 const MAX_EVENT_DEPTH: usize = 16;
+
+/// The provider's event as JSON for templates, cut at `depth`. serde_json refuses to
+/// build values nested past 128 levels, so a value that deep is taken apart through raw
+/// values (which it skips at any depth): one deep field is cut, the others stay.
+fn event_value(raw: &str, depth: usize) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+    if let Ok(value) = serde_json::from_str::<Value>(raw) {
+        return Some(limit_depth(value, depth));
+    }
+    let first = raw.trim_start().as_bytes().first()?;
+    if depth == 0 && matches!(first, b'{' | b'[') {
+        return Some(Value::String("…".into()));
+    }
+    match first {
+        b'{' => {
+            let members: BTreeMap<String, Box<RawValue>> = serde_json::from_str(raw).ok()?;
+            Some(Value::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let cut = event_value(v.get(), depth - 1).unwrap_or(Value::Null);
+                        (k, cut)
+                    })
+                    .collect(),
+            ))
+        }
+        b'[' => {
+            let items: Vec<Box<RawValue>> = serde_json::from_str(raw).ok()?;
+            Some(Value::Array(
+                items
+                    .iter()
+                    .map(|v| event_value(v.get(), depth - 1).unwrap_or(Value::Null))
+                    .collect(),
+            ))
+        }
+        _ => None,
+    }
+}
 
 /// `value` with everything nested deeper than `depth` replaced by `"…"`.
 fn limit_depth(value: serde_json::Value, depth: usize) -> serde_json::Value {
@@ -514,6 +552,21 @@ mod tests {
             later[0].notifications[0].repeat,
             "after repeat_interval the reminder goes out"
         );
+    }
+
+    #[test]
+    fn events_past_serde_json_depth_keep_their_other_fields() {
+        for levels in [100, 130, 10_000] {
+            let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            let raw = format!("{{\"reason\":\"550 no such user\",\"x\":{deep}}}");
+            let value = event_value(&raw, MAX_EVENT_DEPTH).expect("an object");
+            assert_eq!(value["reason"], "550 no such user", "{levels} levels");
+            let mut inner = &value["x"];
+            for _ in 0..MAX_EVENT_DEPTH - 1 {
+                inner = &inner[0];
+            }
+            assert_eq!(*inner, serde_json::json!("…"), "{levels} levels");
+        }
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::sources::Source;
 use crate::store::journal::DurableEvents;
 use crate::store::{OutboxInsert, Store, StoreError};
 
+/// Request bodies read back at a time while rebuilding the windows: a page stops here, so
+/// a journal of large batches is not loaded hundreds at once.
+const REBUILD_PAGE_BYTES: i64 = 32 * 1024 * 1024;
+
 /// The evaluator's state; owned by its task.
 pub struct Runner {
     pub engine: Engine,
@@ -37,11 +41,13 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Restores alert state and refills the windows from journal batches within the
-    /// longest lookback, then evaluates once. Returns the number of events replayed.
+    /// Restores alert state and refills the windows from the journal batches, up to id
+    /// `up_to_batch`, within the longest lookback, then evaluates once. Returns the
+    /// number of events replayed.
     pub async fn rebuild(
         &mut self,
         sources: &HashMap<String, Source>,
+        up_to_batch: i64,
     ) -> Result<usize, StoreError> {
         self.book
             .restore(self.store.load_alerts().await?)
@@ -54,10 +60,15 @@ impl Runner {
         let mut after_id = 0;
         let mut replayed = 0;
         loop {
-            let batches = self.store.batches_since(since, after_id, 256).await?;
+            let batches = self
+                .store
+                .batches_since(since, after_id, 256, REBUILD_PAGE_BYTES)
+                .await?;
             let Some(last) = batches.last() else { break };
             after_id = last.id;
-            for batch in batches {
+            // Later batches were accepted while this ran; they reach the engine through
+            // the journal's channel instead.
+            for batch in batches.into_iter().filter(|b| b.id <= up_to_batch) {
                 let Some(source) = sources.get(&batch.source) else {
                     tracing::debug!(
                         source = %batch.source,
@@ -86,6 +97,9 @@ impl Runner {
                         replayed += 1;
                     }
                 }
+            }
+            if after_id >= up_to_batch {
+                break;
             }
         }
         let outcomes = self

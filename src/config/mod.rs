@@ -197,21 +197,26 @@ impl Config {
                     used.insert(name.clone());
                     route_contacts.push(name);
                 } else {
+                    let mut known: Vec<&String> =
+                        contacts.iter().map(|c| &c.name).chain(&disabled).collect();
+                    known.sort();
                     issues.add(
                         format!("{key}.contacts"),
                         format!(
                             "no contact named {name:?} (contacts: {})",
-                            names(contacts.iter().map(|c| &c.name))
+                            names(known.into_iter())
                         ),
                     );
                 }
             }
+            let matchers: Vec<(String, Vec<String>)> = route
+                .matchers
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect();
+            check_route_matchers(&key, &matchers, &rules, &mut issues);
             routes.push(Route {
-                matchers: route
-                    .matchers
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_vec()))
-                    .collect(),
+                matchers,
                 contacts: route_contacts,
                 repeat_interval_ms: duration(
                     route.repeat_interval.as_deref(),
@@ -273,6 +278,38 @@ impl Config {
             trace_url,
             warnings,
         })
+    }
+}
+
+/// Values a route can never see are refused: a severity that does not exist, or a rule
+/// that is not configured, would make the route silently match nothing.
+fn check_route_matchers(
+    key: &str,
+    matchers: &[(String, Vec<String>)],
+    rules: &[Arc<Rule>],
+    issues: &mut Issues,
+) {
+    for (label, values) in matchers {
+        for value in values {
+            match label.as_str() {
+                "severity" if !["info", "warning", "critical"].contains(&value.as_str()) => {
+                    issues.add(
+                        format!("{key}.match.severity"),
+                        format!("expected \"info\", \"warning\" or \"critical\", found {value:?}"),
+                    );
+                }
+                "rule" if !rules.iter().any(|r| r.name == *value) => {
+                    issues.add(
+                        format!("{key}.match.rule"),
+                        format!(
+                            "no rule named {value:?} (rules: {})",
+                            names(rules.iter().map(|r| &r.name))
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -459,6 +496,28 @@ fn check_contacts(
                 delivery_deadline,
             } => {
                 let template = template_of(template, "slack");
+                let max_description = max_description_chars.unwrap_or(3000);
+                // Checked whether or not the contact is enabled: setting the token later
+                // must not be what reveals a broken template.
+                if templates.has(&template)
+                    && let Err(e) = crate::notify::slack::render_message(
+                        &template,
+                        max_description,
+                        &name,
+                        templates,
+                        &Notification::sample(),
+                    )
+                {
+                    issues.add(
+                        format!("{key}.template"),
+                        format!(
+                            "expected a template that renders a Slack message; {:?} ({}) \
+                             does not: {e}",
+                            template,
+                            templates.origin(&template)
+                        ),
+                    );
+                }
                 let token = token
                     .map(|t| env_value(&t, &format!("{key}.token"), issues))
                     .filter(|t| !t.trim().is_empty());
@@ -527,14 +586,7 @@ fn check_contacts(
                         }
                     },
                 };
-                let max_description = max_description_chars.unwrap_or(3000);
                 let contact = SlackContact::new(&api_url, target, template, max_description);
-                if let Err(e) = contact.try_render(&name, templates, &Notification::sample()) {
-                    issues.add(
-                        format!("{key}.template"),
-                        format!("expected a template that renders a Slack message: {e}"),
-                    );
-                }
                 (ContactKind::Slack(Box::new(contact)), delivery_deadline)
             }
         };
@@ -931,6 +983,20 @@ mod tests {
                 "environment variable BACKCHANNEL_TEST_UNSET_VAR is not set",
             ),
             (
+                "[contacts.off]\ntype = \"slack\"\n[[routes]]\ncontacts = [\"pager\"]\n",
+                "routes[0].contacts: no contact named \"pager\" (contacts: off)",
+            ),
+            (
+                "[[routes]]\ncontacts = []\nmatch = { severity = [\"critcal\"] }\n",
+                "routes[0].match.severity: expected \"info\", \"warning\" or \"critical\", \
+                 found \"critcal\"",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"each\"\n\
+                 [[routes]]\ncontacts = []\nmatch = { rule = [\"b\"] }\n",
+                "routes[0].match.rule: no rule named \"b\" (rules: a)",
+            ),
+            (
                 "[contacts.c]\ntype = \"log\"\ntemplate = \"nope\"\n",
                 "contacts.c.template: no template named \"nope\"",
             ),
@@ -951,24 +1017,43 @@ mod tests {
 
     #[test]
     fn a_slack_template_that_is_not_a_message_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("broken.hbs"), "{\"text\": {{summary}}}").unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[templates]\ndir = \"{}\"\n[contacts.s]\ntype = \"slack\"\nwebhook_url = \"http://127.0.0.1:9/h\"\ntemplate = \"broken\"\n",
-                dir.path().display()
+        // Not JSON; a block type Slack does not have; and the same with the contact
+        // disabled (no token, no webhook), which must not hide it.
+        let cases = [
+            (
+                "{\"text\": {{summary}}}",
+                "webhook_url = \"http://127.0.0.1:9/h\"\n",
+                "not JSON",
             ),
-        )
-        .unwrap();
-        let message = Config::load(&path).err().expect("refused").to_string();
-        assert!(
-            message.contains(
-                "contacts.s.template: expected a template that renders a Slack message: not JSON"
+            (
+                "{\"text\": \"{{summary}}\", \"blocks\": [{\"type\": \"bogus\"}]}",
+                "webhook_url = \"http://127.0.0.1:9/h\"\n",
+                "blocks[0] (type \"bogus\") is not a Slack block",
             ),
-            "{message}"
-        );
+            ("{\"text\": {{summary}}}", "", "not JSON"),
+        ];
+        for (template, target, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let template_path = dir.path().join("broken.hbs");
+            std::fs::write(&template_path, template).unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[templates]\ndir = \"{}\"\n[contacts.s]\ntype = \"slack\"\n{target}\
+                     template = \"broken\"\n",
+                    dir.path().display()
+                ),
+            )
+            .unwrap();
+            let message = Config::load(&path).err().expect("refused").to_string();
+            let prefix = format!(
+                "contacts.s.template: expected a template that renders a Slack message; \
+                 \"broken\" ({}) does not: {expected}",
+                template_path.display()
+            );
+            assert!(message.contains(&prefix), "{message}");
+        }
     }
 
     #[test]

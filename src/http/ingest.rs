@@ -50,6 +50,27 @@ pub async fn ingest(
         )
     })?;
 
+    // Signatures cover the bytes as the provider sent them, and no provider here
+    // compresses its webhooks: a compressed body is refused rather than guessed at.
+    if let Some(encoding) = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|e| !e.is_empty() && e != "identity")
+    {
+        rejected("encoding");
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "source {source_id:?}: content-encoding {encoding:?} is not supported; \
+                 send the body uncompressed"
+            ),
+        ));
+    }
+
     let now_ms = (state.clock)();
     let parsed = source
         .verify(&headers, &body, now_ms / 1000)

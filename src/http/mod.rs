@@ -8,6 +8,7 @@ mod ingest;
 pub mod serve;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -30,31 +31,72 @@ pub struct AppState {
     pub store: Store,
     pub clock: Clock,
     pub max_body_bytes: usize,
+    /// Set by `serve` once rule windows and alerts are restored. Until then events are
+    /// still accepted (they wait in the journal's queue for the evaluator), but
+    /// `/readyz` says the server is starting.
+    pub rules_ready: Arc<AtomicBool>,
 }
 
 /// The router, with the body limit applied to every route.
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::Duration) -> Router {
+    let timeout_text = humantime::format_duration(timeout).to_string();
     Router::new()
         .route("/ingest/{source}", post(ingest::ingest))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no route for {}", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} is not allowed here"),
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::map_response(move |response: Response| {
+            let timeout_text = timeout_text.clone();
+            async move { explain_timeout(response, &timeout_text) }
+        }))
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(error) => {
-            tracing::error!(error = %error, "readiness check: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
-        }
+/// The timeout layer answers 408 with no body; say why, as every other refusal does.
+fn explain_timeout(response: Response, timeout_text: &str) -> Response {
+    use axum::body::HttpBody;
+    if response.status() != StatusCode::REQUEST_TIMEOUT
+        || response.body().size_hint().exact() != Some(0)
+    {
+        return response;
     }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the request took longer than server.request_timeout ({timeout_text})"),
+    )
+    .into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if let Err(error) = state.store.ping().await {
+        tracing::error!(error = %error, "readiness check: store unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response();
+    }
+    if !state.rules_ready.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: rebuilding rule windows from the journal\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 /// The process-wide metrics recorder, installed on first use.

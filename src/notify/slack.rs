@@ -232,28 +232,67 @@ impl SlackContact {
         templates: &Templates,
         notification: &Notification,
     ) -> Result<SlackMessageContent, String> {
-        let mut notification = notification.clone();
-        if let Some(short) = truncate_chars(&notification.description, self.max_description_chars) {
-            tracing::warn!(
-                contact,
-                field = "description",
-                limit = self.max_description_chars,
-                "truncated field description"
-            );
-            notification.description = short;
-        }
-        let text = templates
-            .render(&self.template, Context::SlackJson, &notification)
-            .map_err(|e| e.to_string())?;
-        let mut payload: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
-        let cut = apply_slack_limits(&mut payload);
-        if cut > 0 {
-            tracing::debug!(contact, cut, "values cut to Slack's limits");
-        }
-        serde_json::from_value::<SlackMessageContent>(payload)
-            .map_err(|e| format!("not a Slack message: {e}"))
+        render_message(
+            &self.template,
+            self.max_description_chars,
+            contact,
+            templates,
+            notification,
+        )
     }
+}
+
+/// Renders `template` for `notification` as a Slack message, with Slack's limits applied,
+/// or says why it is not one. `check` calls it for every Slack contact, enabled or not.
+pub fn render_message(
+    template: &str,
+    max_description_chars: usize,
+    contact: &str,
+    templates: &Templates,
+    notification: &Notification,
+) -> Result<SlackMessageContent, String> {
+    let mut notification = notification.clone();
+    if let Some(short) = truncate_chars(&notification.description, max_description_chars) {
+        tracing::warn!(
+            contact,
+            field = "description",
+            limit = max_description_chars,
+            "truncated field description"
+        );
+        notification.description = short;
+    }
+    let text = templates
+        .render(template, Context::SlackJson, &notification)
+        .map_err(|e| e.to_string())?;
+    let mut payload: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let cut = apply_slack_limits(&mut payload);
+    if cut > 0 {
+        tracing::debug!(contact, cut, "values cut to Slack's limits");
+    }
+    let content = serde_json::from_value::<SlackMessageContent>(payload)
+        .map_err(|e| format!("not a Slack message: {e}"))?;
+    check_blocks(&content)?;
+    Ok(content)
+}
+
+/// Refuses blocks whose `type` Slack does not know or whose fields do not fit that type
+/// (the Slack model keeps them as `Unknown` instead of failing), and a message with no
+/// `text`: Slack shows it in notifications and wherever blocks cannot be drawn.
+fn check_blocks(content: &SlackMessageContent) -> Result<(), String> {
+    for (index, block) in content.blocks.iter().flatten().enumerate() {
+        if let SlackBlock::Unknown(value) = block {
+            let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            return Err(format!(
+                "blocks[{index}] (type {kind:?}) is not a Slack block, or its fields do not \
+                 fit its type"
+            ));
+        }
+    }
+    if content.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        return Err("expected a top-level \"text\" (the notification and fallback text)".into());
+    }
+    Ok(())
 }
 
 /// The notification as one line of text, for when blocks cannot be used.

@@ -314,21 +314,46 @@ pub struct StoredBatch {
 }
 
 impl Store {
-    /// Up to `limit` journal batches with id above `after_id` received at or after
-    /// `since_ms`, in arrival order.
+    /// Journal batches with id above `after_id` received at or after `since_ms`, in
+    /// arrival order: at most `limit` of them, and no more than fit in `max_bytes` of
+    /// bodies (but always one, however large), so that reading the journal back holds a
+    /// bounded amount in memory whatever the batch sizes.
     pub async fn batches_since(
         &self,
         since_ms: i64,
         after_id: i64,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<StoredBatch>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, source, received_ms, body, accepted FROM batches
+        // length() of a blob is read from its record header, without loading the body.
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, length(body) FROM batches
              WHERE id > $1 AND received_ms >= $2 ORDER BY id LIMIT $3",
         )
         .bind(after_id)
         .bind(since_ms)
         .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut total = 0;
+        let mut last_id = None;
+        for (id, size) in sizes {
+            if last_id.is_some() && total + size > max_bytes {
+                break;
+            }
+            total += size;
+            last_id = Some(id);
+        }
+        let Some(last_id) = last_id else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT id, source, received_ms, body, accepted FROM batches
+             WHERE id > $1 AND id <= $2 AND received_ms >= $3 ORDER BY id",
+        )
+        .bind(after_id)
+        .bind(last_id)
+        .bind(since_ms)
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
@@ -353,6 +378,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The id of the newest journal batch (0 when there is none).
+    pub async fn last_batch_id(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM batches")
+                .fetch_one(self.pool())
+                .await?,
+        )
     }
 
     /// Number of dedup keys in the key log; for tests.

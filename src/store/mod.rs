@@ -282,6 +282,18 @@ impl Store {
             .collect())
     }
 
+    /// The notification of every pending delivery for `contact`, oldest first, whether due
+    /// or waiting; for inspection and tests.
+    pub async fn pending_notifications(&self, contact: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT notification FROM outbox WHERE contact = $1 AND status = 'pending'
+             ORDER BY id",
+        )
+        .bind(contact)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// When the next pending delivery for `contact` that is not waiting behind an earlier
     /// one of its alert falls due, if any.
     pub async fn next_due_ms(&self, contact: &str) -> Result<Option<i64>, StoreError> {

@@ -34,6 +34,8 @@ struct WireEvent<'a> {
     reason: Option<Loose<'a>>,
     #[serde(borrow)]
     status: Option<Loose<'a>>,
+    #[serde(borrow)]
+    response: Option<Loose<'a>>,
     #[serde(borrow, rename = "type")]
     bounce_type: Option<Loose<'a>>,
     #[serde(borrow)]
@@ -167,9 +169,12 @@ fn parse_event(
     if event_name.is_empty() {
         return Err("empty \"event\"".into());
     }
+    // Unix seconds. A missing value, or one no clock could have written (negative,
+    // past year 9999, or milliseconds by mistake), gives way to the receive time; the
+    // value itself stays in the raw event and in the dedup key.
     let timestamp = wire.timestamp.as_ref().and_then(Loose::integer);
-    let time_ms = match timestamp {
-        Some(secs) => secs.saturating_mul(1000),
+    let time_ms = match timestamp.filter(|secs| (0..=MAX_UNIX_SECONDS).contains(secs)) {
+        Some(secs) => secs * 1000,
         None => received_ms,
     };
 
@@ -186,7 +191,13 @@ fn parse_event(
     }
     let reason = text(&wire.reason);
     let status = text(&wire.status);
-    if let Some(class) = reason_class(&event_name, reason.as_deref(), status.as_deref()) {
+    let response = text(&wire.response);
+    let smtp = Smtp {
+        reason: reason.as_deref(),
+        status: status.as_deref(),
+        response: response.as_deref(),
+    };
+    if let Some(class) = reason_class(&event_name, &smtp) {
         labels.push((Cow::Borrowed("reason"), Cow::Owned(class)));
     }
     if let Some(kind) = text(&wire.bounce_type).filter(|_| event_name == "bounce") {
@@ -322,18 +333,39 @@ fn recipient_domain(email: &str) -> Option<String> {
     valid.then(|| domain.to_lowercase())
 }
 
+/// Latest year-9999 second: later "timestamps" are not Unix seconds.
+const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
+/// The fields that may carry an SMTP answer: bounces put it in `reason` and `status`,
+/// deferrals in `response` (`"400 try again later"`).
+struct Smtp<'a> {
+    reason: Option<&'a str>,
+    status: Option<&'a str>,
+    response: Option<&'a str>,
+}
+
 /// A low-cardinality class for why an event happened: SendGrid's fixed drop reasons as
 /// slugs, and the SMTP status class (`5.1.1`, or `550` without an enhanced code) for
 /// bounces, blocks and deferrals, whose free-text reasons would explode a label.
-fn reason_class(event: &str, reason: Option<&str>, status: Option<&str>) -> Option<String> {
+fn reason_class(event: &str, smtp: &Smtp) -> Option<String> {
+    let Smtp {
+        reason,
+        status,
+        response,
+    } = *smtp;
     match event {
         "dropped" => reason.map(|r| slug(r, 40)).filter(|r| !r.is_empty()),
         "bounce" | "deferred" | "blocked" => Some(
-            status
-                .and_then(enhanced_status)
-                .or_else(|| reason.and_then(enhanced_status))
-                .or_else(|| reason.and_then(basic_status))
-                .or_else(|| status.and_then(basic_status))
+            [status, reason, response]
+                .into_iter()
+                .flatten()
+                .find_map(enhanced_status)
+                .or_else(|| {
+                    [reason, response, status]
+                        .into_iter()
+                        .flatten()
+                        .find_map(basic_status)
+                })
                 .unwrap_or_else(|| "unknown".to_string()),
         ),
         _ => None,
@@ -482,10 +514,12 @@ mod tests {
         assert_eq!(bounce.events[0].event.label("bounce_type"), Some("bounce"));
         assert_eq!(bounce.events[0].event.label("reason"), Some("5.0.0"));
 
+        // (event, reason, status, response, expected class)
         let table = [
             (
                 "bounce",
                 Some("550 5.1.1 mailbox unavailable"),
+                None,
                 None,
                 "5.1.1",
             ),
@@ -493,20 +527,77 @@ mod tests {
                 "bounce",
                 Some("550 mailbox unavailable "),
                 Some("550"),
+                None,
                 "550",
             ),
-            ("deferred", Some("421 try again later"), None, "421"),
-            ("deferred", Some("no code here"), None, "unknown"),
-            ("dropped", Some("Bounced Address"), None, "bounced_address"),
+            ("deferred", Some("421 try again later"), None, None, "421"),
+            ("deferred", None, None, Some("400 try again later"), "400"),
+            (
+                "deferred",
+                None,
+                None,
+                Some("451 4.7.1 greylisted"),
+                "4.7.1",
+            ),
+            ("deferred", Some("no code here"), None, None, "unknown"),
+            (
+                "dropped",
+                Some("Bounced Address"),
+                None,
+                None,
+                "bounced_address",
+            ),
         ];
-        for (event, reason, status, expected) in table {
+        for (event, reason, status, response, expected) in table {
+            let smtp = Smtp {
+                reason,
+                status,
+                response,
+            };
             assert_eq!(
-                reason_class(event, reason, status).as_deref(),
+                reason_class(event, &smtp).as_deref(),
                 Some(expected),
-                "{reason:?}"
+                "{reason:?} {response:?}"
             );
         }
-        assert_eq!(reason_class("open", Some("x"), None), None);
+        let open = Smtp {
+            reason: Some("x"),
+            status: None,
+            response: None,
+        };
+        assert_eq!(reason_class("open", &open), None);
+
+        // The documented deferral carries its code only in `response`.
+        let all = parse_batch(&source(), &samples("docs_all_event_types_batch.json"), 0).unwrap();
+        let deferred = all
+            .events
+            .iter()
+            .find(|e| e.event.kind == "sendgrid.deferred")
+            .unwrap();
+        assert_eq!(deferred.event.label("reason"), Some("400"));
+    }
+
+    #[test]
+    fn implausible_timestamps_give_way_to_the_receive_time() {
+        let body = br#"[{"event":"bounce","email":"a@example.com","timestamp":1700000000},
+            {"event":"bounce","email":"a@example.com"},
+            {"event":"bounce","email":"a@example.com","timestamp":-1e18},
+            {"event":"bounce","email":"a@example.com","timestamp":99999999999999999999},
+            {"event":"bounce","email":"a@example.com","timestamp":1796331000000},
+            {"event":"bounce","email":"a@example.com","timestamp":-5}]"#;
+        let batch = parse_batch(&source(), body, 1_750_000_000_123).unwrap();
+        let times: Vec<i64> = batch.events.iter().map(|e| e.event.time_ms).collect();
+        assert_eq!(
+            times,
+            [
+                1_700_000_000_000,
+                1_750_000_000_123,
+                1_750_000_000_123,
+                1_750_000_000_123,
+                1_750_000_000_123,
+                1_750_000_000_123
+            ]
+        );
     }
 
     #[test]
