@@ -164,10 +164,16 @@ fn main() -> ExitCode {
                             return ExitCode::FAILURE;
                         }
                     };
-                shutdown_signal().await;
+                let code = tokio::select! {
+                    () = shutdown_signal() => ExitCode::SUCCESS,
+                    reason = running.failed() => {
+                        eprintln!("backchannel: {reason}");
+                        ExitCode::FAILURE
+                    }
+                };
                 tracing::info!("shutting down");
                 running.stop().await;
-                ExitCode::SUCCESS
+                code
             })
         }
     }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::alerts::AlertBook;
 use crate::alerts::runner::Runner;
@@ -27,9 +28,26 @@ pub struct Running {
     pub store: Store,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
+    /// Set by the watchdog when a task the pipeline cannot work without (the journal
+    /// writer, the evaluator, an outbox worker) has stopped; `serve` then exits.
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Running {
+    /// Resolves, with the reason, once a task the pipeline needs has stopped. Never
+    /// resolves while everything runs.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.failure.clone();
+        loop {
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if failure.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Stops accepting requests and waits for in-flight ones.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
@@ -54,18 +72,26 @@ pub async fn start(
     }
     let store = Store::open(&config.store_path).await?;
 
+    // Tasks that must run as long as the server does; the watchdog reports the first
+    // one to stop (a panic, mostly) so the process exits instead of silently not
+    // alerting.
+    let mut essential = JoinSet::new();
     let mut wakers = HashMap::new();
     let mut deadlines_ms = HashMap::new();
     for contact in &config.contacts {
         let wake = Arc::new(Notify::new());
         wakers.insert(contact.name.clone(), wake.clone());
         deadlines_ms.insert(contact.name.clone(), contact.deadline_ms);
-        tokio::spawn(crate::notify::outbox::run(
-            store.clone(),
-            contact.clone(),
-            config.templates.clone(),
-            clock.clone(),
-            wake,
+        let name = format!("outbox worker of contact {:?}", contact.name);
+        essential.spawn(named(
+            name,
+            crate::notify::outbox::run(
+                store.clone(),
+                contact.clone(),
+                config.templates.clone(),
+                clock.clone(),
+                wake,
+            ),
         ));
     }
 
@@ -92,13 +118,21 @@ pub async fn start(
     let index = SeenIndex::load(&store, now_s, config.dedup_horizon_ms / 1000).await?;
     tracing::info!(keys = index.len(), "dedup index loaded");
     let rebuilt_up_to = store.last_batch_id().await?;
-    let (journal, _writer) = Journal::start(
+    let (journal, writer) = Journal::start(
         store.clone(),
         index,
         config.queue_batches,
         config.max_group_events,
         engine_tx,
     );
+    essential.spawn(named("journal writer".to_string(), async move {
+        // A panic in the writer is the writer's task's; carry it over so it is reported.
+        if let Err(error) = writer.await
+            && error.is_panic()
+        {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }));
     tokio::spawn(checkpoint_forever(store.clone()));
     tokio::spawn(prune_forever(
         store.clone(),
@@ -151,18 +185,55 @@ pub async fn start(
         }
     };
     tracing::info!(events = replayed, "rule windows rebuilt from the journal");
-    tokio::spawn(runner.run(
-        engine_rx,
-        Duration::from_millis(config.eval_interval_ms as u64),
+    essential.spawn(named(
+        "rule evaluator".to_string(),
+        runner.run(
+            engine_rx,
+            Duration::from_millis(config.eval_interval_ms as u64),
+        ),
     ));
     rules_ready.store(true, Ordering::Release);
+    let (report_failure, failure) = watch::channel(None);
+    tokio::spawn(watchdog(essential, report_failure));
 
     Ok(Running {
         addr,
         store,
         shutdown,
         server,
+        failure,
     })
+}
+
+/// Runs `task` and then returns `name`, so the watchdog can say which task stopped.
+async fn named(name: String, task: impl Future<Output = ()>) -> String {
+    task.await;
+    name
+}
+
+/// Waits for the first essential task to end (none should while the server runs) and
+/// reports it, at ERROR: alerts would otherwise silently stop.
+async fn watchdog(mut essential: JoinSet<String>, report: watch::Sender<Option<String>>) {
+    let Some(ended) = essential.join_next().await else {
+        return;
+    };
+    let reason = match ended {
+        Ok(name) => format!("{name} stopped"),
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            format!("a pipeline task panicked: {message}")
+        }
+        Err(error) => format!("a pipeline task was cancelled: {error}"),
+    };
+    tracing::error!(error = %reason, "the pipeline is broken; shutting down");
+    let _ = report.send(Some(reason));
+    // The other tasks keep the JoinSet alive until the process exits.
+    std::future::pending::<()>().await;
 }
 
 /// WAL size (4 KiB frames, so 1 GiB) past which the checkpointer restarts the WAL.
@@ -201,5 +272,33 @@ async fn prune_forever(store: Store, clock: Clock, retention_ms: i64, dedup_hori
             Ok(rows) => tracing::debug!(rows, "aged-out rows pruned"),
             Err(error) => tracing::warn!(error = %error, "pruning failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_essential_task_to_stop_is_reported() {
+        let (report, mut failure) = watch::channel(None);
+        let mut essential = JoinSet::new();
+        essential.spawn(named("rule evaluator".into(), async {
+            panic!("period is zero")
+        }));
+        essential.spawn(named("outbox".into(), std::future::pending()));
+        tokio::spawn(watchdog(essential, report));
+        failure.changed().await.unwrap();
+        assert_eq!(
+            failure.borrow().as_deref(),
+            Some("a pipeline task panicked: period is zero")
+        );
+
+        let (report, mut failure) = watch::channel(None);
+        let mut essential = JoinSet::new();
+        essential.spawn(named("journal writer".into(), async {}));
+        tokio::spawn(watchdog(essential, report));
+        failure.changed().await.unwrap();
+        assert_eq!(failure.borrow().as_deref(), Some("journal writer stopped"));
     }
 }

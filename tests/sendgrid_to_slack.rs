@@ -846,3 +846,72 @@ async fn refusals_say_why() {
     );
     server.running.stop().await;
 }
+
+/// An HTTP 200 that says ok in a shape the Slack client does not parse (a proxy's) is a
+/// delivery: posting again would duplicate the message. The ts it gives is still the one
+/// the resolution updates.
+#[tokio::test]
+async fn ok_answers_in_an_odd_shape_are_not_posted_again() {
+    let fake = SlackFake::start().await;
+    fake.script([Answer::OkWithoutMessage, Answer::OkWithoutMessage]);
+    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"500ms\"");
+    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
+    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"o1"}]"#;
+    let url = format!("{}/ingest/sendgrid", server.base);
+    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+
+    let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // room for a wrong retry
+    let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/api/chat.postMessage", "/api/chat.update"]);
+    assert_eq!(sent[1].body["ts"], "1700000000.000101");
+    let counts = server.running.store.outbox_counts().await.unwrap();
+    assert_eq!((counts.sent, counts.pending, counts.dead), (2, 0, 0));
+    server.running.stop().await;
+
+    let fake = SlackFake::start().await;
+    fake.script([Answer::OkWithoutMessage]);
+    let slack = format!("webhook_url = \"{}\"", fake.webhook_url());
+    let server = start_server(&config(&slack, "", SPAM_RULE), clock::system()).await;
+    let url = format!("{}/ingest/sendgrid", server.base);
+    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    fake.wait_for_ok(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.requests().len(), 1, "{:#?}", fake.requests());
+    server.running.stop().await;
+}
+
+/// When Slack refuses the resolved rendering of a `chat.update`, the plain-text update
+/// sends `"blocks": []`: Slack keeps a message's blocks when none are given, which would
+/// leave the firing layout on screen.
+#[tokio::test]
+async fn plain_text_resolution_clears_the_blocks() {
+    let fake = SlackFake::start().await;
+    fake.script([
+        Answer::Ok,
+        Answer::Error {
+            code: "invalid_blocks",
+        },
+    ]);
+    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"500ms\"");
+    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
+    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"c1"}]"#;
+    let url = format!("{}/ingest/sendgrid", server.base);
+    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+
+    let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;
+    let requests = fake.requests();
+    assert_eq!(requests[1].path, "/api/chat.update");
+    assert_eq!(requests[1].answered, "invalid_blocks");
+    assert_eq!(sent[1].path, "/api/chat.update");
+    assert_eq!(sent[1].body["blocks"], serde_json::json!([]));
+    assert!(
+        sent[1].body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[resolved]"),
+        "{}",
+        sent[1].body
+    );
+    server.running.stop().await;
+}

@@ -368,10 +368,22 @@ fn env_value(value: &str, key: &str, issues: &mut Issues) -> String {
     out
 }
 
+/// Longest duration accepted anywhere: sums of window lengths must not overflow.
+const MAX_DURATION_MS: u128 = 100 * 365 * 24 * 3_600_000;
+
 fn duration(text: Option<&str>, key: &str, default_ms: i64, issues: &mut Issues) -> i64 {
     let Some(text) = text else { return default_ms };
+    // Everything downstream counts in whole milliseconds: "500us" would be zero there.
     match humantime::parse_duration(text) {
-        Ok(d) if !d.is_zero() => d.as_millis() as i64,
+        Ok(d) if d.as_millis() >= 1 && d.as_millis() <= MAX_DURATION_MS => d.as_millis() as i64,
+        Ok(d) if d.as_millis() >= 1 => {
+            issues.add(key, format!("expected at most 100 years, found {text:?}"));
+            default_ms
+        }
+        Ok(d) if !d.is_zero() => {
+            issues.add(key, format!("expected at least 1ms, found {text:?}"));
+            default_ms
+        }
         _ => {
             issues.add(
                 key,
@@ -968,6 +980,14 @@ mod tests {
             (
                 "[[rules]]\nname = \"a\"\nkind = \"each\"\nsummary = \"{{#if}\"\n",
                 "rules[0].summary: expected a handlebars template",
+            ),
+            (
+                "[server]\neval_interval = \"500us\"\n",
+                "server.eval_interval: expected at least 1ms, found \"500us\"",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"each\"\nwindow = \"200years\"\n",
+                "rules[0].window: expected at most 100 years, found \"200years\"",
             ),
             (
                 "[[routes]]\ncontacts = [\"pager\"]\n",

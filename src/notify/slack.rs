@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use slack_morphism::errors::SlackClientError;
+use slack_morphism::errors::{SlackClientError, SlackClientProtocolError};
 use slack_morphism::prelude::*;
 
 use super::limits::apply_slack_limits;
@@ -133,11 +133,14 @@ impl SlackContact {
         let (token, channel, resolve) = match &self.target {
             Target::Webhook { url } => {
                 let request = SlackApiPostWebhookMessageRequest::new(content);
-                return self
-                    .client
-                    .post_webhook_message(url, &request)
-                    .await
-                    .map(|_| ());
+                return match self.client.post_webhook_message(url, &request).await {
+                    // Only an HTTP 200 gets as far as parsing: the webhook took it.
+                    Err(SlackClientError::ProtocolError(e)) => {
+                        warn_odd_answer(contact, &e);
+                        Ok(())
+                    }
+                    other => other.map(|_| ()),
+                };
             }
             Target::Api {
                 token,
@@ -150,12 +153,22 @@ impl SlackContact {
         if let (Status::Resolved, Some((channel_id, ts)), ResolveMode::Update) =
             (status, &earlier, resolve)
         {
+            // chat.update keeps the old blocks when none are given: a plain-text
+            // resolution must clear them, or the firing layout stays on screen.
+            let mut replacement = content.clone();
+            if replacement.blocks.is_none() {
+                replacement.blocks = Some(Vec::new());
+            }
             let request = SlackApiChatUpdateRequest::new(
                 channel_id.clone().into(),
-                content.clone(),
+                replacement,
                 ts.clone().into(),
             );
             match session.chat_update(&request).await {
+                Err(SlackClientError::ProtocolError(e)) if answered_ok(&e).is_some() => {
+                    warn_odd_answer(contact, &e);
+                    return Ok(());
+                }
                 Err(SlackClientError::ApiError(e))
                     if e.code == "message_not_found" || e.code == "cant_update_message" =>
                 {
@@ -182,16 +195,30 @@ impl SlackContact {
             }
             _ => {}
         }
-        let response = session.chat_post_message(&request).await?;
+        let (posted_channel, posted_ts) = match session.chat_post_message(&request).await {
+            Ok(response) => (response.channel.0, response.ts.0),
+            // Slack, or a proxy in front of it, said ok in a shape the client does not
+            // parse: posting again would duplicate the message, so take it as sent.
+            Err(SlackClientError::ProtocolError(e)) if answered_ok(&e).is_some() => {
+                warn_odd_answer(contact, &e);
+                let body = answered_ok(&e).unwrap_or_default();
+                let field = |name: &str| body[name].as_str().unwrap_or_default().to_string();
+                (field("channel"), field("ts"))
+            }
+            Err(error) => return Err(error),
+        };
         // Only the first message of a firing episode is remembered: a repeat must not
         // move the reference that the resolution updates or replies to.
-        if status == Status::Firing && (!notification.repeat || earlier.is_none()) {
+        if status == Status::Firing
+            && (!notification.repeat || earlier.is_none())
+            && !posted_ts.is_empty()
+        {
             let saved = store
                 .save_message_ref(
                     &notification.fingerprint,
                     contact,
-                    &response.channel.0,
-                    &response.ts.0,
+                    &posted_channel,
+                    &posted_ts,
                 )
                 .await;
             if let Err(error) = saved {
@@ -293,6 +320,21 @@ fn check_blocks(content: &SlackMessageContent) -> Result<(), String> {
         return Err("expected a top-level \"text\" (the notification and fallback text)".into());
     }
     Ok(())
+}
+
+/// The JSON body of an HTTP 200 answer that says `"ok": true` but did not parse as the
+/// documented response.
+fn answered_ok(error: &SlackClientProtocolError) -> Option<serde_json::Value> {
+    let body: serde_json::Value = serde_json::from_str(error.json_body.as_deref()?).ok()?;
+    (body["ok"] == true).then_some(body)
+}
+
+fn warn_odd_answer(contact: &str, error: &SlackClientProtocolError) {
+    tracing::warn!(
+        contact,
+        error = %error.json_error,
+        "slack accepted the message but answered in an unexpected shape; counted as sent",
+    );
 }
 
 /// The notification as one line of text, for when blocks cannot be used.

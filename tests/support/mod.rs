@@ -36,6 +36,11 @@ pub enum Answer {
     Error { code: &'static str },
     /// HTTP 500.
     ServerError,
+    /// The normal success answer, to script a success before a failure.
+    Ok,
+    /// HTTP 200 `{"ok": true, "channel", "ts"}` without the `message` Slack sends: the
+    /// shape of a Slack-compatible proxy, which the Slack client cannot parse.
+    OkWithoutMessage,
 }
 
 #[derive(Default)]
@@ -117,7 +122,7 @@ async fn handle(
     let mut state = state.lock().unwrap();
     let answer = state.script.pop_front();
     let answered = match &answer {
-        None => "ok".to_string(),
+        None | Some(Answer::Ok) | Some(Answer::OkWithoutMessage) => "ok".to_string(),
         Some(Answer::RateLimited { .. }) => "429".to_string(),
         Some(Answer::Error { code }) => code.to_string(),
         Some(Answer::ServerError) => "500".to_string(),
@@ -166,10 +171,27 @@ async fn handle(
         Some(Answer::ServerError) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
-        None if webhook => {
+        Some(Answer::OkWithoutMessage) => {
+            state.next_ts += 1;
+            let ts = format!(
+                "{}.{:06}",
+                state.next_ts / 1_000_000,
+                state.next_ts % 1_000_000
+            );
+            let content_type = "application/json; charset=utf-8";
+            if webhook {
+                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], "ok").into_response()
+            } else {
+                json_response(
+                    StatusCode::OK,
+                    json!({"ok": true, "channel": "C0ALERTS1", "ts": ts}),
+                )
+            }
+        }
+        None | Some(Answer::Ok) if webhook => {
             (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response()
         }
-        None => {
+        None | Some(Answer::Ok) => {
             state.next_ts += 1;
             let ts = format!(
                 "{}.{:06}",
