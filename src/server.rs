@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -109,49 +109,23 @@ pub async fn start(
         retention_ms: config.journal_retention_ms,
         checked_all_at_ms: Default::default(),
     };
-    // The journal and the HTTP server start before the windows are rebuilt, so that
-    // providers are answered (and their events made durable) while a long journal is
-    // read back. Batches up to `rebuilt_up_to` are the rebuild's; later ones queue in the
-    // engine channel until the evaluator starts, and once it is full, ingest answers 503.
-    let (engine_tx, engine_rx) = mpsc::channel(64);
-    let now_s = clock() / 1000;
-    let index = SeenIndex::load(&store, now_s, config.dedup_horizon_ms / 1000).await?;
-    tracing::info!(keys = index.len(), "dedup index loaded");
-    let rebuilt_up_to = store.last_batch_id().await?;
-    let (journal, writer) = Journal::start(
-        store.clone(),
-        index,
-        config.queue_batches,
-        config.max_group_events,
-        engine_tx,
-    );
-    essential.spawn(named("journal writer".to_string(), async move {
-        // A panic in the writer is the writer's task's; carry it over so it is reported.
-        if let Err(error) = writer.await
-            && error.is_panic()
-        {
-            std::panic::resume_unwind(error.into_panic());
-        }
-    }));
-    tokio::spawn(checkpoint_forever(store.clone()));
-    tokio::spawn(prune_forever(
-        store.clone(),
-        clock.clone(),
-        config.journal_retention_ms,
-        config.dedup_horizon_ms,
-    ));
-
+    // The HTTP server starts first, so that a restart answers at once: health checks
+    // pass, and ingest says 503 (retry) until the dedup index is loaded. The journal
+    // starts next, before the windows are rebuilt, so providers are answered (and their
+    // events made durable) while a long journal is read back. Batches up to
+    // `rebuilt_up_to` are the rebuild's; later ones queue in the engine channel until
+    // the evaluator starts, and once it is full, ingest answers 503.
     let rules_ready = Arc::new(AtomicBool::new(false));
     let state = Arc::new(AppState {
         sources: config.sources.clone(),
-        journal,
+        journal: OnceLock::new(),
         store: store.clone(),
-        clock,
+        clock: clock.clone(),
         max_body_bytes: config.max_body_bytes,
         rules_ready: rules_ready.clone(),
     });
     let app = router(
-        state,
+        state.clone(),
         config.max_body_bytes,
         Duration::from_millis(config.request_timeout_ms as u64),
     );
@@ -175,13 +149,60 @@ pub async fn start(
             let _ = stopped.await;
         },
     ));
+    let (report_failure, failure) = watch::channel(None);
+    let running = Running {
+        addr,
+        store: store.clone(),
+        shutdown,
+        server,
+        failure,
+    };
+
+    let (engine_tx, engine_rx) = mpsc::channel(64);
+    let now_s = clock() / 1000;
+    let loaded = async {
+        let index = SeenIndex::load(&store, now_s, config.dedup_horizon_ms / 1000).await?;
+        let last = store.last_batch_id().await?;
+        Ok::<_, crate::store::StoreError>((index, last))
+    };
+    let (index, rebuilt_up_to) = match loaded.await {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            running.stop().await;
+            return Err(anyhow::Error::new(error).context("loading the dedup index"));
+        }
+    };
+    tracing::info!(keys = index.len(), "dedup index loaded");
+    let (journal, writer) = Journal::start(
+        store.clone(),
+        index,
+        config.queue_batches,
+        config.max_group_events,
+        engine_tx,
+    );
+    let _ = state.journal.set(journal);
+    essential.spawn(named("journal writer".to_string(), async move {
+        // A panic in the writer is the writer's task's; carry it over so it is reported.
+        if let Err(error) = writer.await
+            && error.is_panic()
+        {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }));
+    tokio::spawn(checkpoint_forever(store.clone()));
+    tokio::spawn(prune_forever(
+        store.clone(),
+        clock.clone(),
+        config.journal_retention_ms,
+        config.dedup_horizon_ms,
+    ));
 
     let replayed = match runner.rebuild(&config.sources, rebuilt_up_to).await {
         Ok(replayed) => replayed,
         Err(error) => {
-            let _ = shutdown.send(());
-            let _ = server.await;
-            return Err(error).context("rebuilding rule windows from the journal");
+            running.stop().await;
+            let context = "rebuilding rule windows from the journal";
+            return Err(anyhow::Error::new(error).context(context));
         }
     };
     tracing::info!(events = replayed, "rule windows rebuilt from the journal");
@@ -193,16 +214,8 @@ pub async fn start(
         ),
     ));
     rules_ready.store(true, Ordering::Release);
-    let (report_failure, failure) = watch::channel(None);
     tokio::spawn(watchdog(essential, report_failure));
-
-    Ok(Running {
-        addr,
-        store,
-        shutdown,
-        server,
-        failure,
-    })
+    Ok(running)
 }
 
 /// Runs `task` and then returns `name`, so the watchdog can say which task stopped.

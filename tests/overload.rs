@@ -52,7 +52,7 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
     let (journal, _writer) = Journal::start(store.clone(), index, 1, 1000, engine_tx);
     let state = Arc::new(AppState {
         sources: config.sources.clone(),
-        journal,
+        journal: journal.into(),
         store: store.clone(),
         clock: backchannel::clock::fixed(1_700_000_000_000),
         max_body_bytes: 1 << 20,

@@ -153,8 +153,9 @@ summary = "{{{{facts.count}}}} bounces at {{{{labels.domain}}}}"
 }
 
 /// A restart with a long journal to read back answers at once: `/healthz` is up and
-/// `/readyz` says it is starting while the windows are rebuilt, and a batch posted then
-/// is accepted and counted exactly once, after the events from before the restart.
+/// `/readyz` says it is starting while the dedup index loads and the windows are
+/// rebuilt, ingest asks to retry until the index is loaded, and a batch posted then is
+/// accepted and counted exactly once, after the events from before the restart.
 #[tokio::test]
 async fn ingest_is_answered_while_windows_are_rebuilt() {
     let fake = SlackFake::start().await;
@@ -227,7 +228,17 @@ summary = "{{{{facts.count}}}} bounces"
     let ready = client.get(&format!("http://127.0.0.1:{port}/readyz")).await;
     assert_eq!(ready.status, 503, "{}", ready.text());
     assert!(ready.text().starts_with("starting"), "{}", ready.text());
-    let during = client.post(&url, &[], bounce("b3")).await;
+    // While the dedup index loads, ingest asks to retry; then it accepts, while the
+    // windows are still being rebuilt.
+    let during = loop {
+        let reply = client.post(&url, &[], bounce("b3")).await;
+        if reply.status != 503 {
+            break reply;
+        }
+        assert_eq!(reply.headers["retry-after"], "1");
+        assert!(reply.text().contains("starting"), "{}", reply.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(during.status, 200, "{}", during.text());
     assert_eq!(during.json()["accepted"], 1);
     wait_for(&client, port, "/readyz", 200, Duration::from_secs(60)).await;

@@ -108,8 +108,17 @@ pub async fn ingest(
     }
     let total = parsed.events.len();
 
-    let answer = state
-        .journal
+    let Some(journal) = state.journal.get() else {
+        rejected("starting");
+        return Err(ApiError {
+            retry_after_secs: Some(RETRY_AFTER_SECS),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: the dedup index is loading; retry later",
+            )
+        });
+    };
+    let answer = journal
         .submit(source.id.clone(), now_ms, body, parsed.events)
         .map_err(|_| {
             rejected("overloaded");

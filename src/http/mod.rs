@@ -27,7 +27,8 @@ use crate::store::journal::Journal;
 /// What handlers share.
 pub struct AppState {
     pub sources: HashMap<String, Source>,
-    pub journal: Journal,
+    /// Set by `serve` once the dedup index is loaded; ingest answers 503 until then.
+    pub journal: OnceLock<Journal>,
     pub store: Store,
     pub clock: Clock,
     pub max_body_bytes: usize,
@@ -88,6 +89,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if let Err(error) = state.store.ping().await {
         tracing::error!(error = %error, "readiness check: store unreachable");
         return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response();
+    }
+    if state.journal.get().is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: loading the dedup index\n",
+        )
+            .into_response();
     }
     if !state.rules_ready.load(Ordering::Acquire) {
         return (
