@@ -110,6 +110,23 @@ impl Notification {
         }
     }
 
+    /// The sample in each state a template must render: firing, repeating, resolved
+    /// (without trace link or event, as a resolution after a restart may be).
+    pub fn samples() -> [Self; 3] {
+        let firing = Self::sample();
+        let repeat = Self {
+            repeat: true,
+            ..Self::sample()
+        };
+        let resolved = Self {
+            status: Status::Resolved,
+            trace_url: None,
+            event: None,
+            ..Self::sample()
+        };
+        [firing, repeat, resolved]
+    }
+
     /// The key that makes a delivery to `contact` happen once per decision.
     pub fn idempotency_key(&self, contact: &str) -> String {
         format!(

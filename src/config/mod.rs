@@ -189,6 +189,7 @@ impl Config {
         let mut routes = Vec::new();
         for (index, route) in raw.routes.into_iter().enumerate() {
             let key = format!("routes[{index}]");
+            let no_contacts = route.contacts.is_empty();
             let mut route_contacts = Vec::new();
             for name in route.contacts {
                 if disabled.contains(&name) {
@@ -214,7 +215,12 @@ impl Config {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_vec()))
                 .collect();
-            check_route_matchers(&key, &matchers, &rules, &mut issues);
+            check_route_matchers(&key, &matchers, &rules, &mut issues, &mut warnings);
+            if no_contacts {
+                warnings.push(format!(
+                    "{key}.contacts: empty, so the alerts this route matches notify nobody"
+                ));
+            }
             routes.push(Route {
                 matchers,
                 contacts: route_contacts,
@@ -288,8 +294,16 @@ fn check_route_matchers(
     matchers: &[(String, Vec<String>)],
     rules: &[Arc<Rule>],
     issues: &mut Issues,
+    warnings: &mut Vec<String>,
 ) {
     for (label, values) in matchers {
+        let grouped = rules.iter().any(|r| r.group_by.contains(label));
+        if !["rule", "severity"].contains(&label.as_str()) && !grouped {
+            warnings.push(format!(
+                "{key}.match.{label}: no rule groups by {label:?}, so alerts never carry it \
+                 and this route never matches"
+            ));
+        }
         for value in values {
             match label.as_str() {
                 "severity" if !["info", "warning", "critical"].contains(&value.as_str()) => {
@@ -511,14 +525,23 @@ fn check_contacts(
                 let max_description = max_description_chars.unwrap_or(3000);
                 // Checked whether or not the contact is enabled: setting the token later
                 // must not be what reveals a broken template.
-                if templates.has(&template)
-                    && let Err(e) = crate::notify::slack::render_message(
+                let failure = Notification::samples().iter().find_map(|sample| {
+                    let rendered = crate::notify::slack::render_message(
                         &template,
                         max_description,
                         &name,
                         templates,
-                        &Notification::sample(),
-                    )
+                        sample,
+                    );
+                    let state = match (sample.status, sample.repeat) {
+                        (crate::alerts::Status::Resolved, _) => "resolved",
+                        (_, true) => "repeating",
+                        _ => "firing",
+                    };
+                    rendered.err().map(|e| format!("for a {state} alert, {e}"))
+                });
+                if templates.has(&template)
+                    && let Some(e) = failure
                 {
                     issues.add(
                         format!("{key}.template"),
@@ -1043,14 +1066,27 @@ mod tests {
             (
                 "{\"text\": {{summary}}}",
                 "webhook_url = \"http://127.0.0.1:9/h\"\n",
-                "not JSON",
+                "firing alert, not JSON",
             ),
             (
                 "{\"text\": \"{{summary}}\", \"blocks\": [{\"type\": \"bogus\"}]}",
                 "webhook_url = \"http://127.0.0.1:9/h\"\n",
-                "blocks[0] (type \"bogus\") is not a Slack block",
+                "firing alert, blocks[0] (type \"bogus\") is not a Slack block",
             ),
-            ("{\"text\": {{summary}}}", "", "not JSON"),
+            ("{\"text\": {{summary}}}", "", "firing alert, not JSON"),
+            (
+                "{\"text\": \"{{summary}}\", \"blocks\": [{\"type\": \"{{#if (eq status \
+                 \"resolved\")}}headr{{else}}header{{/if}}\", \"text\": {\"type\": \
+                 \"plain_text\", \"text\": \"x\"}}]}",
+                "",
+                "resolved alert, blocks[0] (type \"headr\") is not a Slack block",
+            ),
+            (
+                "{\"text\": \"x\", \"blocks\": [{\"type\": \"header\", \"text\": \
+                 {\"type\": \"mrkdwn\", \"text\": \"*x*\"}}]}",
+                "",
+                "firing alert, blocks[0]: a header's text must be plain_text, found \"mrkdwn\"",
+            ),
         ];
         for (template, target, expected) in cases {
             let dir = tempfile::tempdir().unwrap();
@@ -1069,7 +1105,7 @@ mod tests {
             let message = Config::load(&path).err().expect("refused").to_string();
             let prefix = format!(
                 "contacts.s.template: expected a template that renders a Slack message; \
-                 \"broken\" ({}) does not: {expected}",
+                 \"broken\" ({}) does not: for a {expected}",
                 template_path.display()
             );
             assert!(message.contains(&prefix), "{message}");
@@ -1089,6 +1125,32 @@ mod tests {
         assert!(warnings.contains(expected), "{warnings}");
         assert!(
             warnings.contains("rules[0] (a): SendGrid events have no label \"domian\""),
+            "{warnings}"
+        );
+    }
+
+    #[test]
+    fn routes_that_can_never_notify_are_warned_about() {
+        let config = load(
+            "[contacts.c]\ntype = \"log\"\n\
+             [[rules]]\nname = \"a\"\nkind = \"each\"\ngroup_by = [\"domain\"]\n\
+             [[routes]]\ncontacts = [\"c\"]\nmatch = { domian = \"x\", domain = \"y\" }\n\
+             [[routes]]\ncontacts = []\n",
+        )
+        .unwrap();
+        let warnings = config.warnings.join("\n");
+        assert!(
+            warnings.contains(
+                "routes[0].match.domian: no rule groups by \"domian\", so alerts never carry \
+                 it and this route never matches"
+            ),
+            "{warnings}"
+        );
+        assert!(!warnings.contains("match.domain"), "{warnings}");
+        assert!(
+            warnings.contains(
+                "routes[1].contacts: empty, so the alerts this route matches notify nobody"
+            ),
             "{warnings}"
         );
     }

@@ -297,10 +297,29 @@ pub fn render_message(
     if cut > 0 {
         tracing::debug!(contact, cut, "values cut to Slack's limits");
     }
+    check_text_types(&payload)?;
     let content = serde_json::from_value::<SlackMessageContent>(payload)
         .map_err(|e| format!("not a Slack message: {e}"))?;
     check_blocks(&content)?;
     Ok(content)
+}
+
+/// Text objects the Slack model reads without their `type`: a header takes plain text
+/// only, and Slack refuses the message otherwise.
+fn check_text_types(payload: &serde_json::Value) -> Result<(), String> {
+    let blocks = payload["blocks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (index, block) in blocks.iter().enumerate() {
+        let text_type = block["text"]["type"].as_str().unwrap_or("plain_text");
+        if block["type"] == "header" && text_type != "plain_text" {
+            return Err(format!(
+                "blocks[{index}]: a header's text must be plain_text, found {text_type:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses blocks whose `type` Slack does not know or whose fields do not fit that type
