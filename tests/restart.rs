@@ -281,6 +281,57 @@ fn replay_prints_the_notifications_as_json() {
     assert_eq!(lines[0]["contacts"], serde_json::json!(["log"]));
 }
 
+/// Between events, replay checks firing alerts as often as the server would, so a
+/// resolution is dated when its window emptied, not when the next event came.
+#[test]
+fn replay_dates_a_resolution_when_its_window_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let spam = dir.path().join("spam.json");
+    std::fs::write(
+        &spam,
+        r#"[{"event":"spamreport","email":"a@x.example","timestamp":1700000000,"sg_event_id":"s"}]"#,
+    )
+    .unwrap();
+    let later = dir.path().join("later.json");
+    std::fs::write(
+        &later,
+        r#"[{"event":"delivered","email":"a@x.example","timestamp":1700036000,"sg_event_id":"d"}]"#,
+    )
+    .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
+        .args(["replay", "--config", example, "--json"])
+        .env_remove("SLACK_BOT_TOKEN")
+        .arg(&spam)
+        .arg(&later)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["status"].as_str().unwrap(), l["at"].as_str().unwrap()))
+        .collect();
+    // The example's spam rule has a one-hour window of 30 two-minute buckets: the
+    // report's bucket, 22:12 to 22:14, leaves the window at 23:12, ten hours before the
+    // next event.
+    assert_eq!(
+        seen,
+        [
+            ("firing", "2023-11-14T22:13:20Z"),
+            ("resolved", "2023-11-14T23:12:00Z")
+        ]
+    );
+}
+
 #[test]
 fn check_names_file_key_and_expectation() {
     let dir = tempfile::tempdir().unwrap();
