@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 fn batch(n: usize) -> String {
     format!(
-        r#"[{{"email":"u{n}@example.com","event":"delivered","sg_event_id":"ev-{n}","timestamp":1700000000}}]"#
+        r#"[{{"email":"u{n}@example.com","event":"delivered","sg_event_id":"ev-{n}",
+              "timestamp":1700000000}}]"#
     )
 }
 

@@ -61,15 +61,12 @@ async fn spawn(config: &std::path::Path, port: u16, client: &Client) -> Server {
     server
 }
 
-#[tokio::test]
-async fn kill_9_loses_nothing_and_resends_nothing() {
-    let fake = SlackFake::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r##"
+/// Writes a config in `dir` with one SendGrid source, every alert routed to a Slack
+/// contact on `fake`, and `rules`; returns its path.
+fn write_config(dir: &std::path::Path, fake: &SlackFake, rules: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        r##"
 [server]
 eval_interval = "100ms"
 [store]
@@ -83,37 +80,59 @@ channel = "#alerts"
 api_url = "{}"
 [[routes]]
 contacts = ["slack"]
+{rules}"##,
+        fake.api_url()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One SendGrid event of type `event` to `email` with id `id`, as a batch.
+fn one_event(event: &str, email: &str, id: &str) -> String {
+    format!(
+        r#"[{{"event":"{event}","email":"{email}","timestamp":1700000000,"sg_event_id":"{id}"}}]"#
+    )
+}
+
+#[tokio::test]
+async fn kill_9_loses_nothing_and_resends_nothing() {
+    let fake = SlackFake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &fake,
+        r#"
 [[rules]]
 name = "spam"
 kind = "each"
-match = {{ kinds = ["sendgrid.spamreport"] }}
+match = { kinds = ["sendgrid.spamreport"] }
 window = "1h"
 summary = "spam complaint"
 [[rules]]
 name = "bounces"
 kind = "threshold"
-match = {{ kinds = ["sendgrid.bounce"] }}
+match = { kinds = ["sendgrid.bounce"] }
 group_by = ["domain"]
 window = "1h"
 threshold = 3
-summary = "{{{{facts.count}}}} bounces at {{{{labels.domain}}}}"
-"##,
-            fake.api_url()
-        ),
-    )
-    .unwrap();
+summary = "{{facts.count}} bounces at {{labels.domain}}"
+"#,
+    );
     let port = free_port();
     let client = Client::new();
     let url = format!("http://127.0.0.1:{port}/ingest/sendgrid");
-    let spam = r#"[{"event":"spamreport","email":"a@x.example","timestamp":1700000000,"sg_event_id":"s1"}]"#;
-    let two_bounces = r#"[{"event":"bounce","email":"a@b.example","timestamp":1700000000,"sg_event_id":"b1"},
-                          {"event":"bounce","email":"c@b.example","timestamp":1700000001,"sg_event_id":"b2"}]"#;
+    let spam = one_event("spamreport", "a@x.example", "s1");
+    let two_bounces = format!(
+        "[{},{}]",
+        one_event("bounce", "a@b.example", "b1").trim_matches(['[', ']']),
+        one_event("bounce", "c@b.example", "b2").trim_matches(['[', ']'])
+    );
 
     let mut server = spawn(&config, port, &client).await;
     assert_eq!(client.post(&url, &[], spam).await.status, 200);
     fake.wait_for_ok(1, Duration::from_secs(10)).await;
     assert_eq!(
-        client.post(&url, &[], two_bounces).await.json()["accepted"],
+        client.post(&url, &[], two_bounces.clone()).await.json()["accepted"],
         2
     );
     server.child.kill().unwrap(); // SIGKILL: no shutdown code runs
@@ -160,53 +179,32 @@ summary = "{{{{facts.count}}}} bounces at {{{{labels.domain}}}}"
 async fn ingest_is_answered_while_windows_are_rebuilt() {
     let fake = SlackFake::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r##"
-[server]
-eval_interval = "100ms"
-[store]
-path = "state.db"
-[sources.sendgrid]
-type = "sendgrid"
-[contacts.slack]
-type = "slack"
-token = "xoxb-restart"
-channel = "#alerts"
-api_url = "{}"
-[[routes]]
-contacts = ["slack"]
+    let config = write_config(
+        dir.path(),
+        &fake,
+        r#"
 [[rules]]
 name = "bounces"
 kind = "threshold"
-match = {{ kinds = ["sendgrid.bounce"] }}
+match = { kinds = ["sendgrid.bounce"] }
 window = "1h"
 threshold = 3
-summary = "{{{{facts.count}}}} bounces"
-"##,
-            fake.api_url()
-        ),
-    )
-    .unwrap();
+summary = "{{facts.count}} bounces"
+"#,
+    );
     let port = free_port();
     let client = Client::new();
     let url = format!("http://127.0.0.1:{port}/ingest/sendgrid");
-    let bounce = |id: &str| {
-        format!(
-            r#"[{{"event":"bounce","email":"a@b.example","timestamp":1700000000,"sg_event_id":"{id}"}}]"#
-        )
-    };
+    let bounce = |id: &str| one_event("bounce", "a@b.example", id);
 
     // Enough journal that reading it back takes a while, and two bounces in it.
     let mut server = spawn(&config, port, &client).await;
     for n in 0..60 {
         let events: Vec<String> = (0..2000)
             .map(|i| {
-                format!(
-                    r#"{{"event":"delivered","email":"u{i}@d{n}.example","timestamp":1700000000,"sg_event_id":"d{n}-{i}"}}"#
-                )
+                let email = format!("u{i}@d{n}.example");
+                let one = one_event("delivered", &email, &format!("d{n}-{i}"));
+                one.trim_matches(['[', ']']).to_string()
             })
             .collect();
         let reply = client
@@ -287,17 +285,11 @@ fn replay_prints_the_notifications_as_json() {
 fn replay_dates_a_resolution_when_its_window_empties() {
     let dir = tempfile::tempdir().unwrap();
     let spam = dir.path().join("spam.json");
-    std::fs::write(
-        &spam,
-        r#"[{"event":"spamreport","email":"a@x.example","timestamp":1700000000,"sg_event_id":"s"}]"#,
-    )
-    .unwrap();
+    std::fs::write(&spam, one_event("spamreport", "a@x.example", "s")).unwrap();
     let later = dir.path().join("later.json");
-    std::fs::write(
-        &later,
-        r#"[{"event":"delivered","email":"a@x.example","timestamp":1700036000,"sg_event_id":"d"}]"#,
-    )
-    .unwrap();
+    let ten_hours_later =
+        one_event("delivered", "a@x.example", "d").replace("1700000000", "1700036000");
+    std::fs::write(&later, ten_hours_later).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
         .args(["replay", "--config", example, "--json"])

@@ -57,6 +57,24 @@ window = "1h"
 summary = "Spam complaint from a recipient at {{labels.domain}}"
 "#;
 
+/// Posts one spam report from `a@one.example` with event id `id`; it must be accepted.
+async fn post_spam(server: &support::TestServer, id: &str) {
+    let batch = format!(
+        r#"[{{"event":"spamreport","email":"a@one.example","timestamp":1700000000,
+              "sg_event_id":"{id}"}}]"#
+    );
+    let reply = server
+        .client
+        .post(&format!("{}/ingest/sendgrid", server.base), &[], batch)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// The top-level `text` of a request the fake received.
+fn text_of(request: &support::Recorded) -> &str {
+    request.body["text"].as_str().unwrap_or_default()
+}
+
 fn section_texts(body: &Value) -> Vec<String> {
     body["blocks"]
         .as_array()
@@ -689,9 +707,7 @@ async fn repeats_thread_under_the_first_message_which_the_resolution_updates() {
     let text = config(&api(&fake), "", &rules)
         .replace("repeat_interval = \"4h\"", "repeat_interval = \"1s\"");
     let server = start_server(&text, clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"p1"}]"#;
-    let url = format!("{}/ingest/sendgrid", server.base);
-    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    post_spam(&server, "p1").await;
 
     let start = std::time::Instant::now();
     while !fake.requests().iter().any(|r| r.path == "/api/chat.update") {
@@ -711,22 +727,14 @@ async fn repeats_thread_under_the_first_message_which_the_resolution_updates() {
         assert_eq!(reminder.body["thread_ts"], first_ts);
         assert_eq!(reminder.body["reply_broadcast"], true);
         assert!(
-            reminder.body["text"]
-                .as_str()
-                .unwrap()
-                .contains("Spam complaint"),
+            text_of(reminder).contains("Spam complaint"),
             "{}",
             reminder.body
         );
     }
     let resolution = sent.last().unwrap();
     assert_eq!(resolution.body["ts"], first_ts);
-    assert!(
-        resolution.body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("Resolved [warning]")
-    );
+    assert!(text_of(resolution).starts_with("Resolved [warning]"));
     server.running.stop().await;
 }
 
@@ -738,9 +746,7 @@ async fn resolution_waits_for_its_firing_message() {
     fake.script([Answer::ServerError, Answer::ServerError]);
     let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"300ms\"");
     let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"w1"}]"#;
-    let url = format!("{}/ingest/sendgrid", server.base);
-    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    post_spam(&server, "w1").await;
 
     let sent = fake.wait_for_ok(2, Duration::from_secs(30)).await;
     let answered: Vec<String> = fake.requests().iter().map(|r| r.answered.clone()).collect();
@@ -753,15 +759,10 @@ async fn resolution_waits_for_its_firing_message() {
         );
     }
     assert_eq!(sent[0].path, "/api/chat.postMessage");
-    assert!(sent[0].body["text"].as_str().unwrap().starts_with("Firing"));
+    assert!(text_of(&sent[0]).starts_with("Firing"));
     assert_eq!(sent[1].path, "/api/chat.update");
     assert_eq!(sent[1].body["ts"], "1700000000.000101");
-    assert!(
-        sent[1].body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("Resolved")
-    );
+    assert!(text_of(&sent[1]).starts_with("Resolved"));
     server.running.stop().await;
 }
 
@@ -778,9 +779,7 @@ async fn rate_limits_do_not_stretch_the_backoff() {
         Answer::ServerError,
     ]);
     let server = start_server(&config(&api(&fake), "", SPAM_RULE), clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"k1"}]"#;
-    let url = format!("{}/ingest/sendgrid", server.base);
-    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    post_spam(&server, "k1").await;
 
     let sent = fake.wait_for_ok(1, Duration::from_secs(20)).await;
     let requests = fake.requests();
@@ -856,9 +855,7 @@ async fn ok_answers_in_an_odd_shape_are_not_posted_again() {
     fake.script([Answer::OkWithoutMessage, Answer::OkWithoutMessage]);
     let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"500ms\"");
     let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"o1"}]"#;
-    let url = format!("{}/ingest/sendgrid", server.base);
-    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    post_spam(&server, "o1").await;
 
     let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // room for a wrong retry
@@ -873,8 +870,7 @@ async fn ok_answers_in_an_odd_shape_are_not_posted_again() {
     fake.script([Answer::OkWithoutMessage]);
     let slack = format!("webhook_url = \"{}\"", fake.webhook_url());
     let server = start_server(&config(&slack, "", SPAM_RULE), clock::system()).await;
-    let url = format!("{}/ingest/sendgrid", server.base);
-    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    post_spam(&server, "o1").await;
     fake.wait_for_ok(1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fake.requests().len(), 1, "{:#?}", fake.requests());
@@ -895,9 +891,7 @@ async fn plain_text_resolution_clears_the_blocks() {
     ]);
     let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"500ms\"");
     let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"c1"}]"#;
-    let url = format!("{}/ingest/sendgrid", server.base);
-    assert_eq!(server.client.post(&url, &[], batch).await.status, 200);
+    post_spam(&server, "c1").await;
 
     let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;
     let requests = fake.requests();
@@ -906,10 +900,7 @@ async fn plain_text_resolution_clears_the_blocks() {
     assert_eq!(sent[1].path, "/api/chat.update");
     assert_eq!(sent[1].body["blocks"], serde_json::json!([]));
     assert!(
-        sent[1].body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[resolved]"),
+        text_of(&sent[1]).starts_with("[resolved]"),
         "{}",
         sent[1].body
     );
