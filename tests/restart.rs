@@ -245,26 +245,30 @@ summary = "{{facts.count}} bounces"
     assert_eq!(sent[0].body["text"], "Firing [warning]: 3 bounces");
 }
 
-#[test]
-fn replay_prints_the_notifications_as_json() {
+/// `replay --json` of `payloads` on the example config, without Slack: one value a line.
+fn replay_example(payloads: &[std::path::PathBuf]) -> Vec<serde_json::Value> {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
         .args(["replay", "--config", example, "--json"])
         .env_remove("SLACK_BOT_TOKEN")
-        .arg(support::samples().join("sendgrid/docs_all_event_types_batch.json"))
-        .arg(support::samples().join("sendgrid/anymail_dropped_invalid.json"))
+        .args(payloads)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    String::from_utf8(output.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn replay_prints_the_notifications_as_json() {
+    let lines = replay_example(&[
+        support::samples().join("sendgrid/docs_all_event_types_batch.json"),
+        support::samples().join("sendgrid/anymail_dropped_invalid.json"),
+    ]);
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_eq!(lines[0]["rule"], "sendgrid-spam-report");
     assert_eq!(lines[0]["status"], "firing");
@@ -290,24 +294,7 @@ fn replay_dates_a_resolution_when_its_window_empties() {
     let ten_hours_later =
         one_event("delivered", "a@x.example", "d").replace("1700000000", "1700036000");
     std::fs::write(&later, ten_hours_later).unwrap();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
-    let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
-        .args(["replay", "--config", example, "--json"])
-        .env_remove("SLACK_BOT_TOKEN")
-        .arg(&spam)
-        .arg(&later)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = replay_example(&[spam, later]);
     let seen: Vec<(&str, &str)> = lines
         .iter()
         .map(|l| (l["status"].as_str().unwrap(), l["at"].as_str().unwrap()))
