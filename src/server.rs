@@ -31,6 +31,8 @@ pub struct Running {
     /// Set by the watchdog when a task the pipeline cannot work without (the journal
     /// writer, the evaluator, an outbox worker) has stopped; `serve` then exits.
     failure: watch::Receiver<Option<String>>,
+    /// Set when shutdown starts: tasks ending after it are expected, not a failure.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -50,6 +52,7 @@ impl Running {
 
     /// Stops accepting requests and waits for in-flight ones.
     pub async fn stop(self) {
+        self.stopping.store(true, Ordering::Release);
         let _ = self.shutdown.send(());
         let _ = self.server.await;
     }
@@ -150,12 +153,14 @@ pub async fn start(
         },
     ));
     let (report_failure, failure) = watch::channel(None);
+    let stopping = Arc::new(AtomicBool::new(false));
     let running = Running {
         addr,
         store: store.clone(),
         shutdown,
         server,
         failure,
+        stopping: stopping.clone(),
     };
 
     let (engine_tx, engine_rx) = mpsc::channel(64);
@@ -214,7 +219,7 @@ pub async fn start(
         ),
     ));
     rules_ready.store(true, Ordering::Release);
-    tokio::spawn(watchdog(essential, report_failure));
+    tokio::spawn(watchdog(essential, report_failure, stopping));
     Ok(running)
 }
 
@@ -226,10 +231,18 @@ async fn named(name: String, task: impl Future<Output = ()>) -> String {
 
 /// Waits for the first essential task to end (none should while the server runs) and
 /// reports it, at ERROR: alerts would otherwise silently stop.
-async fn watchdog(mut essential: JoinSet<String>, report: watch::Sender<Option<String>>) {
+async fn watchdog(
+    mut essential: JoinSet<String>,
+    report: watch::Sender<Option<String>>,
+    stopping: Arc<AtomicBool>,
+) {
     let Some(ended) = essential.join_next().await else {
         return;
     };
+    if stopping.load(Ordering::Acquire) {
+        // Shutting down: the journal writer ends once the last request handle is gone.
+        std::future::pending::<()>().await;
+    }
     let reason = match ended {
         Ok(name) => format!("{name} stopped"),
         Err(error) if error.is_panic() => {
@@ -300,7 +313,7 @@ mod tests {
             panic!("period is zero")
         }));
         essential.spawn(named("outbox".into(), std::future::pending()));
-        tokio::spawn(watchdog(essential, report));
+        tokio::spawn(watchdog(essential, report, Arc::default()));
         failure.changed().await.unwrap();
         assert_eq!(
             failure.borrow().as_deref(),
@@ -310,8 +323,17 @@ mod tests {
         let (report, mut failure) = watch::channel(None);
         let mut essential = JoinSet::new();
         essential.spawn(named("journal writer".into(), async {}));
-        tokio::spawn(watchdog(essential, report));
+        tokio::spawn(watchdog(essential, report, Arc::default()));
         failure.changed().await.unwrap();
         assert_eq!(failure.borrow().as_deref(), Some("journal writer stopped"));
+
+        // During shutdown a task ending is expected and not reported.
+        let (report, failure) = watch::channel(None);
+        let mut essential = JoinSet::new();
+        essential.spawn(named("journal writer".into(), async {}));
+        let watching = tokio::spawn(watchdog(essential, report, Arc::new(AtomicBool::new(true))));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!watching.is_finished());
+        assert_eq!(*failure.borrow(), None);
     }
 }
