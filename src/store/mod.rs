@@ -108,9 +108,10 @@ impl Store {
             .pragma("cache_size", "-65536");
         // Local connections are cheap to keep and costly to lose mid-burst: never
         // close them for idleness or age.
+        // No minimum: a connection opened in the background while the migrations run
+        // would race them for the new file's first write lock.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
             .test_before_acquire(false)
@@ -128,7 +129,9 @@ impl Store {
             .fetch_one(&mut *conn)
             .await?;
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            // IMMEDIATE takes the write lock up front, waiting out `busy_timeout`; a
+            // deferred transaction that upgrades later fails at once when it collides.
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)
                 .await?;
