@@ -141,7 +141,10 @@ impl Settings {
                 .split(',')
                 .map(|g| match g.trim().replace('_', "").parse::<usize>() {
                     Ok(n) if n > 0 => Ok(n),
-                    _ => Err(anyhow!("BENCH_GROUPS: expected positive integers separated by commas, found {text:?}")),
+                    _ => Err(anyhow!(
+                        "BENCH_GROUPS: expected positive integers separated by commas, \
+                         found {text:?}"
+                    )),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
             Err(_) => DEFAULT_GROUPS.to_vec(),
@@ -155,7 +158,8 @@ impl Settings {
             Err(_) => (
                 None,
                 format!(
-                    "skipped: {ALERTMANAGER} not found (Debian: `apt-get install prometheus-alertmanager`; \
+                    "skipped: {ALERTMANAGER} not found (Debian: \
+                     `apt-get install prometheus-alertmanager`; \
                      or set BENCH_ALERTMANAGER to the binary)"
                 ),
             ),
@@ -240,7 +244,8 @@ fn print_machine(settings: &Settings) {
     println!("  backchannel: {}", env!("CARGO_BIN_EXE_backchannel"));
     println!("  source:      {}", source_state());
     println!(
-        "  load:        {} events per run in batches of {BATCH_EVENTS}, {} concurrent keep-alive connections, groups {:?}",
+        "  load:        {} events per run in batches of {BATCH_EVENTS}, \
+         {} concurrent keep-alive connections, groups {:?}",
         settings.events, settings.concurrency, settings.groups
     );
 }
@@ -365,7 +370,8 @@ async fn bench_backchannel(
     let duplicates = metric_sum(&metrics, "backchannel_events_duplicate_total");
     let rejected = metric_lines(&metrics, "backchannel_requests_rejected_total");
     println!(
-        "  /metrics: backchannel_events_accepted_total {} (sent {}), duplicates {duplicates}, requests rejected {rejected}, rule groups {}, alerts firing {}",
+        "  /metrics: backchannel_events_accepted_total {} (sent {}), duplicates {duplicates}, \
+         requests rejected {rejected}, rule groups {}, alerts firing {}",
         report.accepted_metric.unwrap_or(0.0),
         report.sent,
         report
@@ -708,7 +714,8 @@ async fn drive(
     report.others_cpu_secs =
         machine_ticks.saturating_sub(server_ticks + client_ticks) as f64 / TICKS_PER_SEC;
     println!(
-        "  {} of {sent} accepted (2xx) in {:.2} s: {:.0}/s, {} requests, {} retries after 503, p50 {:.1} ms, p99 {:.1} ms",
+        "  {} of {sent} accepted (2xx) in {:.2} s: {:.0}/s, {} requests, {} retries after 503, \
+         p50 {:.1} ms, p99 {:.1} ms",
         report.ok,
         elapsed.as_secs_f64(),
         report.rate(),
@@ -869,13 +876,15 @@ fn finish(server: &mut ChildGuard, report: &mut Report) -> anyhow::Result<()> {
     }
     report.peak_rss_kib = proc_status_kib(server.pid(), "VmHWM:").unwrap_or(0);
     println!(
-        "  RSS: {:.1} MiB idle before the load, {:.1} MiB peak (VmHWM); wrote {:.1} MiB during the load",
+        "  RSS: {:.1} MiB idle before the load, {:.1} MiB peak (VmHWM); wrote {:.1} MiB during \
+         the load",
         kib_to_mib(report.idle_rss_kib),
         kib_to_mib(report.peak_rss_kib),
         report.written_bytes as f64 / 1_048_576.0,
     );
     println!(
-        "  CPU during the load: {:.2} s server, {:.2} s load generator, {:.2} s other processes (load average at start {})",
+        "  CPU during the load: {:.2} s server, {:.2} s load generator, {:.2} s other \
+         processes (load average at start {})",
         report.cpu_secs, report.client_cpu_secs, report.others_cpu_secs, report.loadavg
     );
     server.stop();
@@ -1090,8 +1099,10 @@ fn print_summary(settings: &Settings, reports: &[Report]) -> bool {
         let per_item_us = r.cpu_secs * 1e6 / r.ok.max(1) as f64;
         let written_ratio = r.written_bytes as f64 / r.body_bytes.max(1) as f64;
         println!(
-            "{:<13} {:>8}: {mb_per_s:.1} MiB/s of request bodies, {per_item_us:.1} µs server CPU per item, \
-             wrote {written_ratio:.1}x the request bytes, {:.1} CPU-s used by other processes during the run",
+            "{:<13} {:>8}: {mb_per_s:.1} MiB/s of request bodies, {per_item_us:.1} µs server \
+             CPU per item, \
+             wrote {written_ratio:.1}x the request bytes, {:.1} CPU-s used by other processes \
+             during the run",
             r.system, r.groups, r.others_cpu_secs
         );
         if r.ok != r.sent || !r.failures.is_empty() {
@@ -1106,11 +1117,13 @@ fn print_summary(settings: &Settings, reports: &[Report]) -> bool {
         if let Some(accepted) = r.accepted_metric {
             if accepted == r.sent as f64 {
                 println!(
-                    "  durability check ok: backchannel_events_accepted_total = {accepted} = events sent"
+                    "  durability check ok: backchannel_events_accepted_total = {accepted} = \
+                     events sent"
                 );
             } else {
                 println!(
-                    "  CHECK FAILED: backchannel_events_accepted_total = {accepted}, events sent = {}",
+                    "  CHECK FAILED: backchannel_events_accepted_total = {accepted}, events \
+                     sent = {}",
                     r.sent
                 );
                 all_ok = false;
@@ -1130,7 +1143,8 @@ fn print_summary(settings: &Settings, reports: &[Report]) -> bool {
         };
         if let (Some(bc), Some(am)) = (of("backchannel"), of("Alertmanager")) {
             println!(
-                "ratio at {groups} groups: backchannel {:.0} events/s / Alertmanager {:.0} alerts/s = {:.2}",
+                "ratio at {groups} groups: backchannel {:.0} events/s / Alertmanager {:.0} \
+                 alerts/s = {:.2}",
                 bc.rate(),
                 am.rate(),
                 bc.rate() / am.rate().max(1e-9)

@@ -61,6 +61,18 @@ async fn spawn(config: &std::path::Path, port: u16, client: &Client) -> Server {
     server
 }
 
+/// Three bounces within an hour at one domain fire.
+const BOUNCE_RULE: &str = r#"
+[[rules]]
+name = "bounces"
+kind = "threshold"
+match = { kinds = ["sendgrid.bounce"] }
+group_by = ["domain"]
+window = "1h"
+threshold = 3
+summary = "{{facts.count}} bounces at {{labels.domain}}"
+"#;
+
 /// Writes a config in `dir` with one SendGrid source, every alert routed to a Slack
 /// contact on `fake`, and `rules`; returns its path.
 fn write_config(dir: &std::path::Path, fake: &SlackFake, rules: &str) -> std::path::PathBuf {
@@ -101,22 +113,16 @@ async fn kill_9_loses_nothing_and_resends_nothing() {
     let config = write_config(
         dir.path(),
         &fake,
-        r#"
+        &format!(
+            r#"
 [[rules]]
 name = "spam"
 kind = "each"
-match = { kinds = ["sendgrid.spamreport"] }
+match = {{ kinds = ["sendgrid.spamreport"] }}
 window = "1h"
 summary = "spam complaint"
-[[rules]]
-name = "bounces"
-kind = "threshold"
-match = { kinds = ["sendgrid.bounce"] }
-group_by = ["domain"]
-window = "1h"
-threshold = 3
-summary = "{{facts.count}} bounces at {{labels.domain}}"
-"#,
+{BOUNCE_RULE}"#
+        ),
     );
     let port = free_port();
     let client = Client::new();
@@ -179,19 +185,7 @@ summary = "{{facts.count}} bounces at {{labels.domain}}"
 async fn ingest_is_answered_while_windows_are_rebuilt() {
     let fake = SlackFake::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &fake,
-        r#"
-[[rules]]
-name = "bounces"
-kind = "threshold"
-match = { kinds = ["sendgrid.bounce"] }
-window = "1h"
-threshold = 3
-summary = "{{facts.count}} bounces"
-"#,
-    );
+    let config = write_config(dir.path(), &fake, BOUNCE_RULE);
     let port = free_port();
     let client = Client::new();
     let url = format!("http://127.0.0.1:{port}/ingest/sendgrid");
@@ -242,7 +236,10 @@ summary = "{{facts.count}} bounces"
     wait_for(&client, port, "/readyz", 200, Duration::from_secs(60)).await;
 
     let sent = fake.wait_for_ok(1, Duration::from_secs(10)).await;
-    assert_eq!(sent[0].body["text"], "Firing [warning]: 3 bounces");
+    assert_eq!(
+        sent[0].body["text"],
+        "Firing [warning]: 3 bounces at b.example"
+    );
 }
 
 /// `replay --json` of `payloads` on the example config, without Slack: one value a line.
@@ -328,7 +325,9 @@ fn check_names_file_key_and_expectation() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("broken.toml: rules[0].window: expected a duration above zero such as \"10m\" or \"24h\", found \"ten minutes\""), "{stderr}");
+    let expected = "broken.toml: rules[0].window: expected a duration above zero such as \
+                    \"10m\" or \"24h\", found \"ten minutes\"";
+    assert!(stderr.contains(expected), "{stderr}");
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))

@@ -10,9 +10,24 @@ use backchannel::clock;
 use serde_json::Value;
 use support::{Answer, SlackFake, sample, start_server};
 
-const B01_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEHneF0CQpGdSG3+GvUAFLRW2luYiXTq/v/kRZcfTWFMXlvA5d64WOkoVkXN/jETCrt31ZFMyv3yJ7gIRQ1cmr2A==";
-const B01_SIGNATURE: &str = "MEQCID7yvVdK8b7mmFh8/i5jBPtIDAcLL3gfIMeTk5q8RHn2AiBubu3V+W+flsmB1DHhnSKW9LBZgUhy5juiAnpjtI56Bg==";
-const B01_BODY: &str = "[{\"email\":\"a@example.com\",\"event\":\"delivered\",\"sg_event_id\":\"ZXZ0LTAwMQ\",\"sg_message_id\":\"msg-001.filter0001\",\"timestamp\":1699999990},\r\n{\"email\":\"b@example.com\",\"event\":\"bounce\",\"reason\":\"550 5.1.1 mailbox unavailable\",\"sg_event_id\":\"ZXZ0LTAwMg\",\"sg_message_id\":\"msg-002.filter0001\",\"timestamp\":1699999991}]\r\n";
+const B01_KEY: &str = concat!(
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEHneF0CQpGdSG3+GvUAFLRW2luYiXTq/v/k",
+    "RZcfTWFMXlvA5d64WOkoVkXN/jETCrt31ZFMyv3yJ7gIRQ1cmr2A=="
+);
+const B01_SIGNATURE: &str = concat!(
+    "MEQCID7yvVdK8b7mmFh8/i5jBPtIDAcLL3gfIMeTk5q8RHn2AiBubu3V+W+flsmB1DHhnS",
+    "KW9LBZgUhy5juiAnpjtI56Bg=="
+);
+// The 309 bytes exactly as SendGrid batches them: CR LF after each event.
+const B01_BODY: &str = concat!(
+    r#"[{"email":"a@example.com","event":"delivered","sg_event_id":"ZXZ0LTAwMQ","#,
+    r#""sg_message_id":"msg-001.filter0001","timestamp":1699999990},"#,
+    "\r\n",
+    r#"{"email":"b@example.com","event":"bounce","reason":"550 5.1.1 mailbox unavailable","#,
+    r#""sg_event_id":"ZXZ0LTAwMg","sg_message_id":"msg-002.filter0001","#,
+    r#""timestamp":1699999991}]"#,
+    "\r\n"
+);
 
 /// A config with one SendGrid source, the given rules, and every alert routed to a
 /// Slack contact pointed at the fake.
@@ -56,6 +71,12 @@ group_by = ["domain"]
 window = "1h"
 summary = "Spam complaint from a recipient at {{labels.domain}}"
 "#;
+
+/// A server whose only rule is `SPAM_RULE` with `window`, alerting the Web API fake.
+async fn spam_server(fake: &SlackFake, window: &str) -> support::TestServer {
+    let rules = SPAM_RULE.replace("window = \"1h\"", &format!("window = \"{window}\""));
+    start_server(&config(&api(fake), "", &rules), clock::system()).await
+}
 
 /// Posts one spam report from `a@one.example` with event id `id`; it must be accepted.
 async fn post_spam(server: &support::TestServer, id: &str) {
@@ -335,7 +356,10 @@ async fn b01_signature_over_raw_body_bytes() {
 #[tokio::test]
 async fn sdk_signature_vectors_over_http() {
     let fake = SlackFake::start().await;
-    let key = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
+    let key = concat!(
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfS",
+        "mpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g=="
+    );
     let source = format!("verification_key = \"{key}\"");
     let server = start_server(
         &config(&api(&fake), &source, ""),
@@ -457,7 +481,8 @@ description = "{{event.description}}"
 "#;
     let server = start_server(&config(&api(&fake), "", rules), clock::system()).await;
     let event = serde_json::json!([{
-        "event": "spamreport", "email": "x@example.com", "timestamp": 1_700_000_000, "sg_event_id": "long-1",
+        "event": "spamreport", "email": "x@example.com", "timestamp": 1_700_000_000,
+        "sg_event_id": "long-1",
         "summary": "S".repeat(200), "description": "x".repeat(3500),
     }]);
     let reply = server
@@ -510,8 +535,9 @@ async fn b21_rate_limit_honours_retry_after() {
     fake.script([Answer::RateLimited { secs: 2 }]);
     let slack = format!("webhook_url = \"{}\"", fake.webhook_url());
     let server = start_server(&config(&slack, "", SPAM_RULE), clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"r1"},
-                    {"event":"spamreport","email":"a@two.example","timestamp":1700000000,"sg_event_id":"r2"}]"#;
+    let batch = r#"[
+        {"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"r1"},
+        {"event":"spamreport","email":"a@two.example","timestamp":1700000000,"sg_event_id":"r2"}]"#;
     let reply = server
         .client
         .post(&format!("{}/ingest/sendgrid", server.base), &[], batch)
@@ -567,7 +593,8 @@ async fn refusals_fall_back_or_become_dead_letters() {
     let url = format!("{}/ingest/sendgrid", server.base);
     let post = |domain: &'static str| {
         let body = format!(
-            r#"[{{"event":"spamreport","email":"a@{domain}","timestamp":1,"sg_event_id":"{domain}"}}]"#
+            r#"[{{"event":"spamreport","email":"a@{domain}","timestamp":1,
+                  "sg_event_id":"{domain}"}}]"#
         );
         let client = server.client.clone();
         let url = url.clone();
@@ -632,9 +659,9 @@ async fn refusals_fall_back_or_become_dead_letters() {
 #[tokio::test]
 async fn resolution_updates_the_original_message() {
     let fake = SlackFake::start().await;
-    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"1s\"");
-    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
-    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,"sg_event_id":"t1",
+    let server = spam_server(&fake, "1s").await;
+    let batch = r#"[{"event":"spamreport","email":"a@one.example","timestamp":1700000000,
+        "sg_event_id":"t1",
         "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}]"#;
     server
         .client
@@ -744,8 +771,7 @@ async fn repeats_thread_under_the_first_message_which_the_resolution_updates() {
 async fn resolution_waits_for_its_firing_message() {
     let fake = SlackFake::start().await;
     fake.script([Answer::ServerError, Answer::ServerError]);
-    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"300ms\"");
-    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
+    let server = spam_server(&fake, "300ms").await;
     post_spam(&server, "w1").await;
 
     let sent = fake.wait_for_ok(2, Duration::from_secs(30)).await;
@@ -853,8 +879,7 @@ async fn refusals_say_why() {
 async fn ok_answers_in_an_odd_shape_are_not_posted_again() {
     let fake = SlackFake::start().await;
     fake.script([Answer::OkWithoutMessage, Answer::OkWithoutMessage]);
-    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"500ms\"");
-    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
+    let server = spam_server(&fake, "500ms").await;
     post_spam(&server, "o1").await;
 
     let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;
@@ -889,8 +914,7 @@ async fn plain_text_resolution_clears_the_blocks() {
             code: "invalid_blocks",
         },
     ]);
-    let rules = SPAM_RULE.replace("window = \"1h\"", "window = \"500ms\"");
-    let server = start_server(&config(&api(&fake), "", &rules), clock::system()).await;
+    let server = spam_server(&fake, "500ms").await;
     post_spam(&server, "c1").await;
 
     let sent = fake.wait_for_ok(2, Duration::from_secs(10)).await;

@@ -39,7 +39,9 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = permits.clone().acquire_owned() => {
+                permit.expect("the semaphore is never closed")
+            }
             () = &mut shutdown => break,
         };
         let stream = tokio::select! {

@@ -208,13 +208,19 @@ async fn handle(
             } else {
                 ts
             };
-            let mut message = json!({"type": "message", "subtype": "bot_message", "text": body["text"], "ts": ts, "bot_id": "B0BACKCHNL", "username": "backchannel"});
+            let mut message = json!({
+                "type": "message", "subtype": "bot_message", "text": body["text"], "ts": ts,
+                "bot_id": "B0BACKCHNL", "username": "backchannel",
+            });
             if let Some(blocks) = body.get("blocks") {
                 message["blocks"] = blocks.clone();
             }
             json_response(
                 StatusCode::OK,
-                json!({"ok": true, "channel": channel, "ts": ts, "message": message, "text": body["text"]}),
+                json!({
+                    "ok": true, "channel": channel, "ts": ts, "message": message,
+                    "text": body["text"],
+                }),
             )
         }
     }
