@@ -199,9 +199,11 @@ impl SlackContact {
             Ok(response) => (response.channel.0, response.ts.0),
             // Slack, or a proxy in front of it, said ok in a shape the client does not
             // parse: posting again would duplicate the message, so take it as sent.
-            Err(SlackClientError::ProtocolError(e)) if answered_ok(&e).is_some() => {
+            Err(SlackClientError::ProtocolError(e)) => {
+                let Some(body) = answered_ok(&e) else {
+                    return Err(SlackClientError::ProtocolError(e));
+                };
                 warn_odd_answer(contact, &e);
-                let body = answered_ok(&e).unwrap_or_default();
                 let field = |name: &str| body[name].as_str().unwrap_or_default().to_string();
                 (field("channel"), field("ts"))
             }

@@ -259,11 +259,7 @@ impl Store {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, contact, fingerprint, notification, attempts, deadline_ms, failures
-             FROM outbox o
-             WHERE contact = $1 AND status = 'pending' AND next_attempt_ms <= $2
-               AND NOT EXISTS (SELECT 1 FROM outbox earlier
-                 WHERE earlier.contact = o.contact AND earlier.fingerprint = o.fingerprint
-                   AND earlier.status = 'pending' AND earlier.id < o.id)
+             FROM outbox_ready WHERE contact = $1 AND next_attempt_ms <= $2
              ORDER BY id LIMIT $3",
         )
         .bind(contact)
@@ -300,16 +296,12 @@ impl Store {
     /// When the next pending delivery for `contact` that is not waiting behind an earlier
     /// one of its alert falls due, if any.
     pub async fn next_due_ms(&self, contact: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT min(next_attempt_ms) FROM outbox o
-             WHERE contact = $1 AND status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM outbox earlier
-                 WHERE earlier.contact = o.contact AND earlier.fingerprint = o.fingerprint
-                   AND earlier.status = 'pending' AND earlier.id < o.id)",
+        Ok(
+            sqlx::query_scalar("SELECT min(next_attempt_ms) FROM outbox_ready WHERE contact = $1")
+                .bind(contact)
+                .fetch_one(&self.pool)
+                .await?,
         )
-        .bind(contact)
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     /// Marks a delivery done.
