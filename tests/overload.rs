@@ -147,13 +147,13 @@ async fn journal_pages_are_bounded_by_bytes() {
     let (engine_tx, mut engine_rx) = mpsc::channel(16);
     let index = SeenIndex::load(&store, 1_700_000_000, 3600).await.unwrap();
     let (journal, _writer) = Journal::start(store.clone(), index, 16, 1000, engine_tx);
-    let source = backchannel::sources::Source {
-        id: Arc::from("sendgrid"),
-        kind: backchannel::sources::SourceKind::SendGrid {
+    let source = backchannel::sources::Source::new(
+        "sendgrid",
+        backchannel::sources::sendgrid::SendGrid {
             verification_key: None,
             max_skew_secs: 600,
         },
-    };
+    );
     for n in 0..4 {
         let body = batch(n);
         let parsed = source.parse(body.as_bytes(), 1_700_000_000_000).unwrap();

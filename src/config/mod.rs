@@ -18,7 +18,7 @@ use crate::notify::log::LogContact;
 use crate::notify::slack::{ResolveMode, SlackContact, Target};
 use crate::notify::{Contact, ContactKind};
 use crate::rules::{Matcher, Rule, RuleKind, Severity};
-use crate::sources::{Source, SourceKind, sendgrid::VerificationKey};
+use crate::sources::Source;
 use crate::templates::Templates;
 
 /// The checked configuration `serve`, `replay` and the benchmark run with.
@@ -175,7 +175,7 @@ impl Config {
             );
         }
 
-        let sources = check_sources(raw.sources, &mut issues, &mut warnings);
+        let sources = check_sources(raw.sources, base, &mut issues, &mut warnings);
         let (contacts, disabled) =
             check_contacts(raw.contacts, &templates, &mut issues, &mut warnings);
         let rules = check_rules(
@@ -420,6 +420,7 @@ fn valid_id(id: &str) -> bool {
 
 fn check_sources(
     raw: BTreeMap<String, RawSource>,
+    base: &Path,
     issues: &mut Issues,
     warnings: &mut Vec<String>,
 ) -> HashMap<String, Source> {
@@ -432,56 +433,116 @@ fn check_sources(
                 "expected an id of letters, digits, '-' and '_' (it becomes part of a URL)",
             );
         }
-        let kind = match source {
-            RawSource::Sendgrid {
-                verification_key,
-                max_timestamp_skew,
-            } => {
-                let text = verification_key
-                    .map(|k| env_value(&k, &format!("{key}.verification_key"), issues));
-                let verification_key =
-                    match text.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-                        None => {
-                            warnings.push(format!(
-                                "{key}: no verification_key, so unsigned batches are accepted"
-                            ));
-                            None
-                        }
-                        Some(text) => match VerificationKey::from_base64(text) {
-                            Ok(k) => Some(k),
-                            Err(e) => {
-                                issues.add(
-                                    format!("{key}.verification_key"),
-                                    format!(
-                                        "expected the base64 public key SendGrid shows, \
-                                         but it is {e}"
-                                    ),
-                                );
-                                None
-                            }
-                        },
-                    };
-                let max_skew_secs = duration(
-                    max_timestamp_skew.as_deref(),
-                    &format!("{key}.max_timestamp_skew"),
-                    600_000,
-                    issues,
-                ) / 1000;
-                SourceKind::SendGrid {
-                    verification_key,
-                    max_skew_secs,
-                }
-            }
+        let mut settings = SourceSettings {
+            key,
+            table: Some(source.settings),
+            base,
+            issues,
+            warnings,
         };
-        sources.insert(
-            id.clone(),
-            Source {
-                id: Arc::from(id.as_str()),
-                kind,
-            },
-        );
+        if let Some(backchannel) = crate::sources::configure(&source.kind, &mut settings) {
+            sources.insert(
+                id.clone(),
+                Source {
+                    id: Arc::from(id.as_str()),
+                    backchannel,
+                },
+            );
+        }
     }
     sources
+}
+
+/// What a source module gets to read its own table with: errors and warnings it
+/// reports are prefixed with the table's key, as every other config issue is.
+pub struct SourceSettings<'a> {
+    key: String,
+    table: Option<toml::Table>,
+    base: &'a Path,
+    issues: &'a mut Issues,
+    warnings: &'a mut Vec<String>,
+}
+
+impl SourceSettings<'_> {
+    /// Settings for a test or a tool that checks one source outside a config file.
+    pub fn check_alone<T>(
+        key: &str,
+        table: toml::Table,
+        f: impl FnOnce(&mut SourceSettings<'_>) -> Option<T>,
+    ) -> Result<T, Vec<String>> {
+        let mut issues = Issues::default();
+        let mut warnings = Vec::new();
+        let mut settings = SourceSettings {
+            key: key.to_string(),
+            table: Some(table),
+            base: Path::new("."),
+            issues: &mut issues,
+            warnings: &mut warnings,
+        };
+        let result = f(&mut settings);
+        match result {
+            Some(value) if issues.0.is_empty() => Ok(value),
+            _ => Err(issues.0),
+        }
+    }
+
+    /// The table as the module's settings type, which should deny unknown fields.
+    /// Taken once; a second call reports nothing and returns `None`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+        let table = self.table.take()?;
+        match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table)) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                let path = error.path().to_string();
+                let key = if path == "." {
+                    self.key.clone()
+                } else {
+                    format!("{}.{path}", self.key)
+                };
+                self.issues.add(key, error.into_inner());
+                None
+            }
+        }
+    }
+
+    /// Reports an issue with `field` of this source.
+    pub fn error(&mut self, field: &str, message: impl std::fmt::Display) {
+        self.issues.add(format!("{}.{field}", self.key), message);
+    }
+
+    /// Records a warning about this source.
+    pub fn warn(&mut self, message: impl std::fmt::Display) {
+        self.warnings.push(format!("{}: {message}", self.key));
+    }
+
+    /// A value with `${VAR}` resolved, trimmed; `None` when unset or empty.
+    pub fn secret(&mut self, field: &str, value: Option<String>) -> Option<String> {
+        let key = format!("{}.{field}", self.key);
+        let value = env_value(&value?, &key, self.issues);
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
+    /// A duration setting in milliseconds, `default_ms` when unset.
+    pub fn duration(&mut self, field: &str, text: Option<&str>, default_ms: i64) -> i64 {
+        duration(
+            text,
+            &format!("{}.{field}", self.key),
+            default_ms,
+            self.issues,
+        )
+    }
+
+    /// A path setting, relative to the config file's directory.
+    pub fn path(&mut self, field: &str, text: &str) -> PathBuf {
+        let key = format!("{}.{field}", self.key);
+        self.base.join(env_value(text, &key, self.issues))
+    }
+
+    /// The key of this source's table, such as `sources.csp`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 fn check_contacts(
@@ -688,7 +749,7 @@ fn check_matcher(
     }
 }
 
-/// Warns about SendGrid kinds and labels a rule names that SendGrid events never have:
+/// Warns about kinds and labels a rule names that its sources' events never have:
 /// such a rule is valid but would never fire, or would group everything together.
 fn warn_unknown_names(
     key: &str,
@@ -697,27 +758,37 @@ fn warn_unknown_names(
     group_by: &[String],
     warnings: &mut Vec<String>,
 ) {
-    use crate::sources::sendgrid::{KNOWN_KINDS, LABELS};
-    if matcher.kinds.is_empty() || !matcher.kinds.iter().all(|k| k.starts_with("sendgrid.")) {
+    let Some(first) = matcher.kinds.first() else {
+        return;
+    };
+    let Some(words) = crate::sources::VOCABULARIES
+        .iter()
+        .find(|v| first.starts_with(v.prefix))
+    else {
+        return;
+    };
+    if !matcher.kinds.iter().all(|k| k.starts_with(words.prefix)) {
         return;
     }
     for kind in matcher
         .kinds
         .iter()
-        .filter(|k| !KNOWN_KINDS.contains(&k.as_str()))
+        .filter(|k| !words.kinds.contains(&k.as_str()))
     {
         warnings.push(format!(
-            "{key} ({name}): match.kinds: {kind:?} is not a documented SendGrid event type"
+            "{key} ({name}): match.kinds: {kind:?} is not a documented {} event type",
+            words.provider
         ));
     }
     let named = group_by
         .iter()
         .chain(matcher.labels.iter().map(|(l, _)| l))
         .chain(matcher.label_patterns.iter().map(|(l, _)| l));
-    for label in named.filter(|l| !LABELS.contains(&l.as_str())) {
+    for label in named.filter(|l| l.as_str() != "source" && !words.labels.contains(&l.as_str())) {
         warnings.push(format!(
-            "{key} ({name}): SendGrid events have no label {label:?} (they have {})",
-            LABELS.join(", ")
+            "{key} ({name}): {} events have no label {label:?} (they have {})",
+            words.provider,
+            words.labels.join(", ")
         ));
     }
 }

@@ -82,15 +82,13 @@ pub struct RawLinks {
     pub trace_url: Option<String>,
 }
 
+/// A source's table: its `type`, and settings that the source's own module checks.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum RawSource {
-    Sendgrid {
-        /// The Signed Event Webhook verification key as SendGrid shows it (base64).
-        verification_key: Option<String>,
-        /// Largest accepted distance between the signature timestamp and now.
-        max_timestamp_skew: Option<String>,
-    },
+pub struct RawSource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
 #[derive(Debug, Deserialize)]

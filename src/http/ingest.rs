@@ -1,16 +1,18 @@
 //! `POST /ingest/{source}`: verify over the raw bytes, parse the same bytes, hand the
 //! events to the journal, and answer 2xx only once the journal says they are durable.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::{ApiError, AppState};
-use crate::sources::SourceError;
+use crate::sources::{Request, SourceError};
 
 /// How long a client should wait when the journal is behind.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -18,6 +20,7 @@ const RETRY_AFTER_SECS: u64 = 1;
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
     Path(source_id): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -71,18 +74,46 @@ pub async fn ingest(
         ));
     }
 
+    if let Some(limit) = source.backchannel.max_body_bytes()
+        && body.len() > limit
+    {
+        rejected("too_large");
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "source {source_id:?}: body is larger than the {limit} bytes this source allows"
+            ),
+        ));
+    }
+
     let now_ms = (state.clock)();
-    let parsed = source
-        .verify(&headers, &body, now_ms / 1000)
+    let request = Request {
+        headers: &headers,
+        body: &body,
+        now_ms,
+        peer: peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+    };
+    let verified = source.verify(request).await;
+    let parsed = verified
         .and_then(|()| source.parse(&body, now_ms))
         .map_err(|error| {
             rejected(error.reason());
             tracing::debug!(source = %source_id, error = %error, "request rejected");
-            let status = match error {
-                SourceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                SourceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            let (status, retry_after_secs) = match &error {
+                SourceError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+                SourceError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+                SourceError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+                SourceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+                SourceError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
+                SourceError::RateLimited {
+                    retry_after_secs, ..
+                } => (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after_secs)),
+                SourceError::Upstream(_) => (StatusCode::BAD_GATEWAY, None),
             };
-            ApiError::new(status, error.to_string())
+            ApiError {
+                retry_after_secs,
+                ..ApiError::new(status, error.to_string())
+            }
         })?;
 
     let skipped = parsed.skipped.len();
@@ -155,5 +186,6 @@ pub async fn ingest(
         "duplicates": accepted.duplicates,
         "skipped": skipped,
         "skipped_reasons": reasons,
+        "warnings": parsed.warnings,
     })))
 }
