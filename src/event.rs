@@ -22,6 +22,11 @@ pub struct Event {
     pub time_ms: i64,
     /// How much it counts for in a window (1 for most events).
     pub weight: f64,
+    /// A measurement the event reports, such as the requests used so far this hour;
+    /// `nearing limit` rules compare it with `limit`.
+    pub value: Option<f64>,
+    /// The limit `value` counts towards, when the event says.
+    pub limit: Option<f64>,
     /// Labels sorted by name, so two events with the same labels compare equal. The
     /// `source` label is the `source` field and not stored here.
     pub labels: Vec<Label>,

@@ -26,6 +26,8 @@ fn bounce(domain: &str) -> Event {
         kind: Cow::Borrowed("sendgrid.bounce"),
         time_ms: 0,
         weight: 1.0,
+        value: None,
+        limit: None,
         labels: vec![(Cow::Borrowed("domain"), Cow::Owned(domain.to_string()))],
         provider_id: None,
         traceparent: None,

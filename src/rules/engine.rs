@@ -359,6 +359,8 @@ mod tests {
             kind: Cow::Owned(kind.into()),
             time_ms: 0,
             weight: 1.0,
+            value: None,
+            limit: None,
             labels,
             provider_id: None,
             traceparent: None,

@@ -153,6 +153,14 @@ pub trait Backchannel: Send + Sync + fmt::Debug {
     /// Whether requests are checked for a signature or secret.
     fn is_verified(&self) -> bool;
 
+    /// The fields the sender attached to link back to what caused the event (SendGrid
+    /// `custom_args`, a generic event's `passthrough`), read from the event's raw JSON
+    /// for the events API. The `traceparent` is added by the caller.
+    fn passthrough(&self, event: &Event) -> serde_json::Map<String, serde_json::Value> {
+        let _ = event;
+        serde_json::Map::new()
+    }
+
     /// Largest body this source accepts, when lower than the server's limit.
     fn max_body_bytes(&self) -> Option<usize> {
         None

@@ -285,6 +285,8 @@ fn parse_event(
         },
         time_ms,
         weight: 1.0,
+        value: None,
+        limit: None,
         labels,
         provider_id: event_id.map(Cow::into_owned),
         traceparent,
