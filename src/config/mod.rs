@@ -889,6 +889,9 @@ fn check_rules(
                         ("factor", rule.factor.is_some()),
                         ("baseline", rule.baseline.is_some()),
                         ("min_ratio", rule.min_ratio.is_some()),
+                        ("fraction", rule.fraction.is_some()),
+                        ("limit", rule.limit.is_some()),
+                        ("trend_within", rule.trend_within.is_some()),
                     ],
                 );
                 RuleKind::Each {
@@ -903,6 +906,9 @@ fn check_rules(
                         ("factor", rule.factor.is_some()),
                         ("baseline", rule.baseline.is_some()),
                         ("min_ratio", rule.min_ratio.is_some()),
+                        ("fraction", rule.fraction.is_some()),
+                        ("limit", rule.limit.is_some()),
+                        ("trend_within", rule.trend_within.is_some()),
                     ],
                 );
                 RuleKind::Threshold {
@@ -917,6 +923,9 @@ fn check_rules(
                         ("threshold", rule.threshold.is_some()),
                         ("factor", rule.factor.is_some()),
                         ("baseline", rule.baseline.is_some()),
+                        ("fraction", rule.fraction.is_some()),
+                        ("limit", rule.limit.is_some()),
+                        ("trend_within", rule.trend_within.is_some()),
                     ],
                 );
                 let base = match rule.base.clone() {
@@ -963,6 +972,9 @@ fn check_rules(
                         ("threshold", rule.threshold.is_some()),
                         ("base", rule.base.is_some()),
                         ("min_ratio", rule.min_ratio.is_some()),
+                        ("fraction", rule.fraction.is_some()),
+                        ("limit", rule.limit.is_some()),
+                        ("trend_within", rule.trend_within.is_some()),
                     ],
                 );
                 let baseline_ms = match rule.baseline.as_deref() {
@@ -982,11 +994,66 @@ fn check_rules(
                     min_count: positive(issues, "min_count", rule.min_count),
                 }
             }
+            "nearing_limit" => {
+                unexpected(
+                    issues,
+                    &[
+                        ("threshold", rule.threshold.is_some()),
+                        ("base", rule.base.is_some()),
+                        ("factor", rule.factor.is_some()),
+                        ("baseline", rule.baseline.is_some()),
+                        ("min_ratio", rule.min_ratio.is_some()),
+                    ],
+                );
+                let fraction = positive(issues, "fraction", rule.fraction);
+                if fraction > 1.0 {
+                    issues.add(
+                        format!("{key}.fraction"),
+                        format!("expected a fraction such as 0.85 for 85%, found {fraction}"),
+                    );
+                }
+                let limit = rule
+                    .limit
+                    .map(|limit| positive(issues, "limit", Some(limit)));
+                let trend_within_ms = rule.trend_within.as_deref().map(|text| {
+                    duration(
+                        Some(text),
+                        &format!("{key}.trend_within"),
+                        3_600_000,
+                        issues,
+                    )
+                });
+                RuleKind::NearingLimit {
+                    window_ms: window(issues, Some(3_600_000)),
+                    fraction,
+                    limit,
+                    trend_within_ms,
+                }
+            }
+            "absence" => {
+                unexpected(
+                    issues,
+                    &[
+                        ("threshold", rule.threshold.is_some()),
+                        ("base", rule.base.is_some()),
+                        ("factor", rule.factor.is_some()),
+                        ("baseline", rule.baseline.is_some()),
+                        ("min_ratio", rule.min_ratio.is_some()),
+                        ("fraction", rule.fraction.is_some()),
+                        ("limit", rule.limit.is_some()),
+                        ("trend_within", rule.trend_within.is_some()),
+                    ],
+                );
+                RuleKind::Absence {
+                    window_ms: window(issues, None),
+                }
+            }
             other => {
                 issues.add(
                     format!("{key}.kind"),
                     format!(
-                        "expected \"each\", \"threshold\", \"ratio\" or \"jump\", found {other:?}"
+                        "expected \"each\", \"threshold\", \"ratio\", \"jump\", \
+                         \"nearing_limit\" or \"absence\", found {other:?}"
                     ),
                 );
                 continue;

@@ -157,7 +157,7 @@ pub struct RawMatcher {
 pub struct RawRule {
     /// Unique name; part of every alert's identity.
     pub name: String,
-    /// `each`, `threshold`, `ratio` or `jump`.
+    /// `each`, `threshold`, `ratio`, `jump`, `nearing_limit` or `absence`.
     pub kind: String,
     /// Which events count.
     #[serde(rename = "match", default)]
@@ -183,6 +183,13 @@ pub struct RawRule {
     pub factor: Option<f64>,
     /// `jump`: weight in the window needed at all.
     pub min_count: Option<f64>,
+    /// `nearing_limit`: fraction of the limit that fires (0.85 = 85%).
+    pub fraction: Option<f64>,
+    /// `nearing_limit`: the limit, for events that do not carry their own.
+    pub limit: Option<f64>,
+    /// `nearing_limit`: also fire when the trend over the window reaches the limit
+    /// within this long.
+    pub trend_within: Option<String>,
     /// `info`, `warning` or `critical`.
     pub severity: Option<String>,
     /// Handlebars template for the one-line summary.

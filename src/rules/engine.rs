@@ -34,8 +34,45 @@ struct GroupState {
     /// Jump rules: window plus baseline.
     long: Option<Window>,
     first_seen_ms: i64,
+    /// Absence rules: when the group last had an event (or was first checked).
+    last_seen_ms: i64,
+    /// Nearing-limit rules: the recent readings.
+    readings: Option<Box<Readings>>,
     last_event: Option<Arc<Event>>,
     dirty: bool,
+}
+
+/// A nearing-limit group's readings within the window: enough to know the latest value
+/// and the rise since the oldest one.
+#[derive(Debug, Default)]
+struct Readings {
+    /// (time, value, limit), oldest first.
+    samples: std::collections::VecDeque<(i64, f64, f64)>,
+}
+
+/// Readings kept per group; when full, the second oldest goes, so the oldest (the
+/// trend's start) and the newest stay.
+const MAX_READINGS: usize = 32;
+
+impl Readings {
+    fn push(&mut self, at_ms: i64, value: f64, limit: f64) {
+        // Out-of-order readings keep time order, so the newest is always last.
+        let index = self.samples.partition_point(|(t, _, _)| *t <= at_ms);
+        self.samples.insert(index, (at_ms, value, limit));
+        if self.samples.len() > MAX_READINGS {
+            self.samples.remove(1);
+        }
+    }
+
+    fn prune(&mut self, now_ms: i64, window_ms: i64) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _, _)| *t <= now_ms - window_ms)
+        {
+            self.samples.pop_front();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +81,9 @@ struct RuleState {
     groups: HashMap<String, GroupState>,
     /// Ratio rules: base weight per base group.
     bases: HashMap<String, Window>,
+    /// Absence rules without `group_by`: whether the one group was created at the first
+    /// check, so silence from the start counts.
+    seeded: bool,
 }
 
 /// All rules' windows.
@@ -61,6 +101,7 @@ impl Engine {
                     rule: rule.clone(),
                     groups: HashMap::new(),
                     bases: HashMap::new(),
+                    seeded: false,
                 })
                 .collect(),
         }
@@ -99,6 +140,20 @@ impl Engine {
             if !rule.matcher.matches(&event) {
                 continue;
             }
+            // A nearing-limit rule counts only events that say how far along they are.
+            let reading = match &rule.kind {
+                RuleKind::NearingLimit { limit, .. } => {
+                    let Some(value) = event.value.filter(|v| v.is_finite()) else {
+                        continue;
+                    };
+                    let Some(limit) = event.limit.or(*limit).filter(|l| l.is_finite() && *l > 0.0)
+                    else {
+                        continue;
+                    };
+                    Some((value, limit))
+                }
+                _ => None,
+            };
             let key = key_of(&rule.group_by, &event);
             let group = match state.groups.get_mut(&key) {
                 Some(group) => group,
@@ -111,6 +166,13 @@ impl Engine {
             if let Some(long) = &mut group.long {
                 long.add(at_ms, event.weight);
             }
+            if let Some((value, limit)) = reading {
+                group
+                    .readings
+                    .get_or_insert_with(Box::default)
+                    .push(at_ms, value, limit);
+            }
+            group.last_seen_ms = group.last_seen_ms.max(at_ms);
             group.last_event = Some(event.clone());
             group.dirty = true;
         }
@@ -128,6 +190,17 @@ impl Engine {
         let mut outcomes = Vec::new();
         for state in &mut self.rules {
             let rule = state.rule.clone();
+            if matches!(rule.kind, RuleKind::Absence { .. })
+                && rule.group_by.is_empty()
+                && !state.seeded
+            {
+                state.seeded = true;
+                state
+                    .groups
+                    .entry(String::new())
+                    .or_insert_with(|| new_group(&rule, "", now_ms));
+            }
+            let is_absence = matches!(rule.kind, RuleKind::Absence { .. });
             let bases = &mut state.bases;
             state.groups.retain(|key, group| {
                 if only_dirty && !group.dirty {
@@ -148,9 +221,18 @@ impl Engine {
                 } else {
                     group.last_event = None;
                 }
-                firing
+                // An absence group is what remembers that there was something to miss.
+                // FIXME: such groups are never forgotten, so memory grows with every
+                // group value ever seen; an expiry for long-silent groups is not built.
+                is_absence
+                    || holds
+                    || firing
                     || !group.primary.is_empty()
                     || group.long.as_ref().is_some_and(|w| !w.is_empty())
+                    || group
+                        .readings
+                        .as_ref()
+                        .is_some_and(|r| !r.samples.is_empty())
             });
             if !only_dirty {
                 bases.retain(|_, w| {
@@ -175,7 +257,9 @@ fn new_group(rule: &Rule, key: &str, at_ms: i64) -> GroupState {
     let (primary, long) = match &rule.kind {
         RuleKind::Each { window_ms }
         | RuleKind::Threshold { window_ms, .. }
-        | RuleKind::Ratio { window_ms, .. } => (Window::new(*window_ms), None),
+        | RuleKind::Ratio { window_ms, .. }
+        | RuleKind::NearingLimit { window_ms, .. }
+        | RuleKind::Absence { window_ms } => (Window::new(*window_ms), None),
         RuleKind::Jump {
             window_ms,
             baseline_ms,
@@ -190,6 +274,8 @@ fn new_group(rule: &Rule, key: &str, at_ms: i64) -> GroupState {
         primary,
         long,
         first_seen_ms: at_ms,
+        last_seen_ms: at_ms,
+        readings: None,
         last_event: None,
         dirty: true,
     }
@@ -311,6 +397,73 @@ fn check(
                 ..Facts::default()
             };
             (holds, facts)
+        }
+        RuleKind::NearingLimit {
+            window_ms,
+            fraction,
+            trend_within_ms,
+            ..
+        } => {
+            let Some(readings) = group.readings.as_mut() else {
+                return (false, Facts::default());
+            };
+            readings.prune(now_ms, *window_ms);
+            let (Some(&(first_ms, first, _)), Some(&(last_ms, value, limit))) =
+                (readings.samples.front(), readings.samples.back())
+            else {
+                return (false, Facts::default());
+            };
+            let ratio = value / limit;
+            let mut measure = format!(
+                "{} of {} ({}%)",
+                fmt_number(value),
+                fmt_number(limit),
+                fmt_number(ratio * 100.0)
+            );
+            let mut holds = ratio >= fraction * bar;
+            // The rise from the oldest reading in the window to the newest, continued.
+            if let Some(within_ms) = trend_within_ms
+                && last_ms > first_ms
+                && value > first
+                && value < limit
+            {
+                let per_ms = (value - first) / (last_ms - first_ms) as f64;
+                let eta_ms = ((limit - value) / per_ms).min(i64::MAX as f64 / 2.0) as i64;
+                // While firing, the trend may slow a little before the alert resolves.
+                if eta_ms as f64 <= *within_ms as f64 / bar {
+                    holds = true;
+                    measure.push_str(&format!(
+                        ", at the current rate the limit is reached in {}",
+                        duration_text(eta_ms.max(1000))
+                    ));
+                }
+            }
+            (
+                holds,
+                Facts {
+                    count: value,
+                    limit: Some(limit),
+                    ratio: Some(ratio),
+                    measure,
+                    ..Facts::default()
+                },
+            )
+        }
+        RuleKind::Absence { window_ms } => {
+            let silent_ms = now_ms - group.last_seen_ms;
+            let measure = format!(
+                "no event for {} (expected one within {})",
+                duration_text(silent_ms),
+                duration_text(*window_ms)
+            );
+            (
+                silent_ms >= *window_ms,
+                Facts {
+                    count,
+                    measure,
+                    ..Facts::default()
+                },
+            )
         }
     }
 }
@@ -514,5 +667,141 @@ mod tests {
         engine.observe(event("sendgrid.spamreport", &[("domain", "b")]), 0);
         assert_eq!(holds(&mut engine, 1, false), vec![true, true]);
         assert_eq!(holds(&mut engine, 400_000, true), vec![false, false]);
+    }
+
+    fn reading(value: f64, limit: Option<f64>) -> Event {
+        Event {
+            value: Some(value),
+            limit,
+            ..event("svc.quota", &[("quota", "send")])
+        }
+    }
+
+    fn nearing(limit: Option<f64>, trend_within_ms: Option<i64>) -> Arc<Rule> {
+        rule(
+            RuleKind::NearingLimit {
+                window_ms: 3_600_000,
+                fraction: 0.85,
+                limit,
+                trend_within_ms,
+            },
+            &["svc.quota"],
+            &["quota"],
+        )
+    }
+
+    #[test]
+    fn nearing_limit_fires_at_the_fraction_and_resolves_below_the_lowered_bar() {
+        let mut engine = Engine::new(&[nearing(Some(1000.0), None)]);
+        engine.observe(reading(800.0, None), 1_000);
+        assert_eq!(holds(&mut engine, 1_000, false), Vec::<bool>::new());
+        // The event's own limit wins over the rule's.
+        engine.observe(reading(850.0, Some(2000.0)), 2_000);
+        assert_eq!(holds(&mut engine, 2_000, false), Vec::<bool>::new());
+        engine.observe(reading(860.0, None), 3_000);
+        let outcome = engine.evaluate(3_000, false, |_| false).remove(0);
+        assert!(outcome.holds);
+        assert_eq!(outcome.facts.measure, "860 of 1000 (86%)");
+        assert_eq!(outcome.facts.limit, Some(1000.0));
+        // Firing: 0.85 * 0.8 = 68% still holds, 60% does not.
+        engine.observe(reading(700.0, None), 4_000);
+        assert_eq!(holds(&mut engine, 4_000, true), vec![true]);
+        engine.observe(reading(600.0, None), 5_000);
+        assert_eq!(holds(&mut engine, 5_000, true), vec![false]);
+    }
+
+    #[test]
+    fn nearing_limit_ignores_events_without_a_value_or_any_limit() {
+        let mut engine = Engine::new(&[nearing(None, None)]);
+        engine.observe(event("svc.quota", &[("quota", "send")]), 1_000);
+        engine.observe(reading(990.0, None), 1_000);
+        assert_eq!(holds(&mut engine, 1_000, false), Vec::<bool>::new());
+        assert_eq!(engine.group_count(), 0);
+        engine.observe(reading(990.0, Some(1000.0)), 2_000);
+        assert_eq!(holds(&mut engine, 2_000, false), vec![true]);
+    }
+
+    #[test]
+    fn nearing_limit_trend_fires_before_the_fraction_is_reached() {
+        let mut engine = Engine::new(&[nearing(Some(1000.0), Some(3_600_000))]);
+        // 100 per 10 minutes: from 500 at 20 minutes, 1000 is 50 minutes away.
+        engine.observe(reading(300.0, None), 0);
+        engine.observe(reading(500.0, None), 1_200_000);
+        let outcome = engine.evaluate(1_200_000, false, |_| false).remove(0);
+        assert!(outcome.holds, "{}", outcome.facts.measure);
+        assert_eq!(
+            outcome.facts.measure,
+            "500 of 1000 (50%), at the current rate the limit is reached in 50m"
+        );
+        // Flat: no trend, and 50% is below the bar.
+        let mut flat = Engine::new(&[nearing(Some(1000.0), Some(3_600_000))]);
+        flat.observe(reading(500.0, None), 0);
+        flat.observe(reading(500.0, None), 1_200_000);
+        assert_eq!(holds(&mut flat, 1_200_000, false), Vec::<bool>::new());
+    }
+
+    #[test]
+    fn nearing_limit_readings_leave_with_the_window() {
+        let mut engine = Engine::new(&[nearing(Some(1000.0), None)]);
+        engine.observe(reading(900.0, None), 0);
+        assert_eq!(holds(&mut engine, 0, false), vec![true]);
+        // An hour later the reading is stale: it no longer says where usage is.
+        assert_eq!(holds(&mut engine, 3_600_001, true), vec![false]);
+        assert!(engine.evaluate(3_600_002, false, |_| false).is_empty());
+        assert_eq!(engine.group_count(), 0);
+    }
+
+    fn absence(group_by: &[&str]) -> Arc<Rule> {
+        rule(
+            RuleKind::Absence {
+                window_ms: 3_600_000,
+            },
+            &["sendgrid.processed"],
+            group_by,
+        )
+    }
+
+    #[test]
+    fn absence_without_groups_counts_silence_from_the_first_check() {
+        let mut engine = Engine::new(&[absence(&[])]);
+        assert_eq!(holds(&mut engine, 10_000, false), Vec::<bool>::new());
+        let outcome = engine
+            .evaluate(10_000 + 3_600_000, false, |_| false)
+            .remove(0);
+        assert!(outcome.holds);
+        assert_eq!(
+            outcome.facts.measure,
+            "no event for 1h (expected one within 1h)"
+        );
+        // The alert stays firing while silent, and resolves on the next event.
+        assert_eq!(holds(&mut engine, 20_000_000, true), vec![true]);
+        engine.observe(event("sendgrid.processed", &[]), 20_000_001);
+        assert_eq!(holds(&mut engine, 20_000_001, true), vec![false]);
+        // Silent again for a window: fires again.
+        assert_eq!(
+            holds(&mut engine, 20_000_001 + 3_600_000, false),
+            vec![true]
+        );
+    }
+
+    #[test]
+    fn absence_per_group_fires_for_the_group_that_went_silent() {
+        let mut engine = Engine::new(&[absence(&["domain"])]);
+        engine.observe(event("sendgrid.processed", &[("domain", "a.com")]), 0);
+        engine.observe(event("sendgrid.processed", &[("domain", "b.com")]), 0);
+        engine.observe(
+            event("sendgrid.processed", &[("domain", "b.com")]),
+            3_000_000,
+        );
+        let outcomes = engine.evaluate(3_600_000, false, |_| false);
+        let silent: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.holds)
+            .map(|o| o.labels["domain"].clone())
+            .collect();
+        assert_eq!(silent, vec!["a.com".to_string()]);
+        // The silent group is kept while it fires, although its window is empty.
+        let later = engine.evaluate(7_200_000, false, |_| true);
+        assert_eq!(later.iter().filter(|o| o.holds).count(), 2);
     }
 }

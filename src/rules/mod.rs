@@ -87,6 +87,19 @@ pub enum RuleKind {
         factor: f64,
         min_count: f64,
     },
+    /// The latest reported value within `window_ms` reaches `fraction` of its limit (the
+    /// event's own, else `limit`), or, with `trend_within_ms`, the rise over the window
+    /// continued at its rate would reach the limit within that long.
+    NearingLimit {
+        window_ms: i64,
+        fraction: f64,
+        limit: Option<f64>,
+        trend_within_ms: Option<i64>,
+    },
+    /// No matching event for `window_ms`. With no `group_by`, silence since the rule
+    /// was first evaluated counts too; with `group_by`, a group exists once it has had
+    /// an event, and stays firing until its events return.
+    Absence { window_ms: i64 },
 }
 
 /// A checked rule.
@@ -112,7 +125,9 @@ impl Rule {
         match &self.kind {
             RuleKind::Each { window_ms }
             | RuleKind::Threshold { window_ms, .. }
-            | RuleKind::Ratio { window_ms, .. } => *window_ms,
+            | RuleKind::Ratio { window_ms, .. }
+            | RuleKind::NearingLimit { window_ms, .. }
+            | RuleKind::Absence { window_ms } => *window_ms,
             RuleKind::Jump {
                 window_ms,
                 baseline_ms,
@@ -127,6 +142,8 @@ impl Rule {
             RuleKind::Threshold { .. } => "threshold",
             RuleKind::Ratio { .. } => "ratio",
             RuleKind::Jump { .. } => "jump",
+            RuleKind::NearingLimit { .. } => "nearing_limit",
+            RuleKind::Absence { .. } => "absence",
         }
     }
 }
@@ -149,6 +166,12 @@ pub struct Facts {
         serialize_with = "as_written_opt"
     )]
     pub ratio: Option<f64>,
+    /// The limit a value is compared with (nearing-limit rules).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_written_opt"
+    )]
+    pub limit: Option<f64>,
     /// What the baseline predicts for the window (jump rules).
     #[serde(
         skip_serializing_if = "Option::is_none",
