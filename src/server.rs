@@ -126,6 +126,10 @@ pub async fn start(
         clock: clock.clone(),
         max_body_bytes: config.max_body_bytes,
         rules_ready: rules_ready.clone(),
+        api_token: config
+            .api_token
+            .as_deref()
+            .map(crate::sources::auth::Auth::bearer),
     });
     let app = router(
         state.clone(),

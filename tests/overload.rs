@@ -58,6 +58,7 @@ async fn full_queue_answers_503_with_retry_after_and_keeps_what_it_accepted() {
         clock: backchannel::clock::fixed(1_700_000_000_000),
         max_body_bytes: 1 << 20,
         rules_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        api_token: None,
     });
     let app = router(state, 1 << 20, Duration::from_secs(30));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

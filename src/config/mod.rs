@@ -41,6 +41,8 @@ pub struct Config {
     pub routes: Arc<[Route]>,
     pub templates: Arc<Templates>,
     pub trace_url: Option<String>,
+    /// Bearer token for `/api/v1/...`; `None` leaves the API open (a warning says so).
+    pub api_token: Option<String>,
     /// Things that work but that an operator should know (unsigned sources, disabled
     /// contacts); printed by `check` and logged by `serve`.
     pub warnings: Vec<String>,
@@ -161,6 +163,18 @@ impl Config {
                 Templates::load(None).expect("built-in templates compile")
             }
         };
+        let api_token = raw
+            .api
+            .token
+            .as_deref()
+            .map(|t| env_value(t, "api.token", &mut issues).trim().to_string())
+            .filter(|t| !t.is_empty());
+        if api_token.is_none() {
+            warnings.push(
+                "api.token: not set, so the REST API (/api/v1) answers anyone who can reach it"
+                    .to_string(),
+            );
+        }
         let trace_url = raw
             .links
             .trace_url
@@ -282,6 +296,7 @@ impl Config {
             routes: Arc::from(routes),
             templates: Arc::new(templates),
             trace_url,
+            api_token,
             warnings,
         })
     }

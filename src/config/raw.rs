@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub templates: RawTemplates,
     #[serde(default)]
     pub links: RawLinks,
+    #[serde(default)]
+    pub api: RawApi,
     /// Source id to source; the id is the last segment of `POST /ingest/{id}`.
     #[serde(default)]
     pub sources: BTreeMap<String, RawSource>,
@@ -29,6 +31,13 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Bearer token the REST API (`/api/v1/...`) requires; unset leaves it open.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

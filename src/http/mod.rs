@@ -4,6 +4,7 @@
 //! input is answered with a 4xx and a reason, counted, and not logged above DEBUG;
 //! internal failures are logged once here and never echoed to the client.
 
+mod api;
 mod ingest;
 pub mod serve;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     /// still accepted (they wait in the journal's queue for the evaluator), but
     /// `/readyz` says the server is starting.
     pub rules_ready: Arc<AtomicBool>,
+    /// The REST API's bearer token check; `None` leaves it open.
+    pub api_token: Option<crate::sources::auth::Auth>,
 }
 
 /// The router, with the body limit applied to every route.
@@ -43,6 +46,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::D
     let timeout_text = humantime::format_duration(timeout).to_string();
     Router::new()
         .route("/ingest/{source}", post(ingest::ingest))
+        .route("/api/v1/events", get(api::events))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -52,6 +52,11 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl Auth {
+    /// A bearer-token check for `token`.
+    pub fn bearer(token: &str) -> Auth {
+        Auth::Bearer(digest(token.as_bytes()))
+    }
+
     /// Reads the credential settings; `Ok(None)` when none is set. Reports a half-set
     /// credential (a header name without a key) through `settings`.
     pub fn configure(settings: &mut SourceSettings<'_>, raw: RawAuth) -> Option<Auth> {
@@ -102,7 +107,19 @@ impl Auth {
 
     /// Checks the request carries the credential.
     pub fn check(&self, source: &str, request: &Request<'_>) -> Result<(), SourceError> {
-        let refused = |what: &str| SourceError::Unauthorized(format!("source {source:?}: {what}"));
+        self.check_headers(request.headers)
+            .map_err(|what| SourceError::Unauthorized(format!("source {source:?}: {what}")))
+    }
+
+    /// Checks `headers` carry the credential; the error says what is wrong.
+    pub fn check_headers(&self, headers: &axum::http::HeaderMap) -> Result<(), String> {
+        let request = Request {
+            headers,
+            body: b"",
+            now_ms: 0,
+            peer: None,
+        };
+        let refused = |what: &str| what.to_string();
         match self {
             Auth::Bearer(expected) => {
                 let value = request

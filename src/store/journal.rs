@@ -313,6 +313,27 @@ pub struct StoredBatch {
     pub accepted: Option<Vec<u32>>,
 }
 
+fn stored_batch(r: sqlx::sqlite::SqliteRow) -> Result<StoredBatch, StoreError> {
+    let accepted: Option<Vec<u8>> = r.get(4);
+    let accepted = match accepted {
+        None => None,
+        Some(bytes) if bytes.len() % 4 == 0 => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Some(_) => return Err(StoreError::Corrupt("batch accepted positions".into())),
+    };
+    Ok(StoredBatch {
+        id: r.get(0),
+        source: r.get(1),
+        received_ms: r.get(2),
+        body: r.get(3),
+        accepted,
+    })
+}
+
 impl Store {
     /// Journal batches with id above `after_id` received at or after `since_ms`, in
     /// arrival order: at most `limit` of them, and no more than fit in `max_bytes` of
@@ -356,28 +377,49 @@ impl Store {
         .bind(since_ms)
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let accepted: Option<Vec<u8>> = r.get(4);
-                let accepted = match accepted {
-                    None => None,
-                    Some(bytes) if bytes.len() % 4 == 0 => Some(
-                        bytes
-                            .chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect(),
-                    ),
-                    Some(_) => return Err(StoreError::Corrupt("batch accepted positions".into())),
-                };
-                Ok(StoredBatch {
-                    id: r.get(0),
-                    source: r.get(1),
-                    received_ms: r.get(2),
-                    body: r.get(3),
-                    accepted,
-                })
-            })
-            .collect()
+        rows.into_iter().map(stored_batch).collect()
+    }
+
+    /// Journal batches with id below `before_id`, newest first, optionally of one source:
+    /// at most `limit`, and no more than `max_bytes` of bodies (but always one).
+    pub async fn batches_before(
+        &self,
+        before_id: i64,
+        source: Option<&str>,
+        limit: i64,
+        max_bytes: i64,
+    ) -> Result<Vec<StoredBatch>, StoreError> {
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, length(body) FROM batches
+             WHERE id < $1 AND ($2 IS NULL OR source = $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(before_id)
+        .bind(source)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut total = 0;
+        let mut ids = Vec::new();
+        for (id, size) in sizes {
+            if !ids.is_empty() && total + size > max_bytes {
+                break;
+            }
+            total += size;
+            ids.push(id);
+        }
+        let mut batches = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT id, source, received_ms, body, accepted FROM batches WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+            // Pruned between the two queries: nothing to show.
+            let Some(row) = row else { continue };
+            batches.push(stored_batch(row)?);
+        }
+        Ok(batches)
     }
 
     /// The id of the newest journal batch (0 when there is none).

@@ -328,6 +328,15 @@ pub mod reqwest_lite {
             .await
         }
 
+        pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+            let mut request = axum::http::Request::get(url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            self.send(request.body(Full::new(Bytes::new())).unwrap())
+                .await
+        }
+
         /// Status of a GET, or `None` when nothing answers yet.
         pub async fn try_get(&self, url: &str) -> Option<u16> {
             let request = axum::http::Request::get(url)

@@ -92,6 +92,29 @@ impl Backchannel for SendGrid {
     fn is_verified(&self) -> bool {
         self.verification_key.is_some()
     }
+
+    /// SendGrid puts a send's `custom_args` (and legacy unique args) beside its own
+    /// fields, so they are the top-level fields SendGrid does not document; a nested
+    /// `custom_args` object, as some relays send, is taken as it is.
+    fn passthrough(
+        &self,
+        event: &crate::event::Event,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&event.raw) else {
+            return serde_json::Map::new();
+        };
+        let mut out = serde_json::Map::new();
+        for (name, value) in fields {
+            if name == "custom_args"
+                && let serde_json::Value::Object(args) = value
+            {
+                out.extend(args);
+            } else if !DOCUMENTED_FIELDS.contains(&name.as_str()) {
+                out.insert(name, value);
+            }
+        }
+        out
+    }
 }
 /// What `check` knows of SendGrid's events.
 pub const VOCABULARY: Vocabulary = Vocabulary {
@@ -116,6 +139,52 @@ pub const KNOWN_KINDS: &[&str] = &[
     "sendgrid.group_unsubscribe",
     "sendgrid.group_resubscribe",
     "sendgrid.account_status_change",
+];
+
+/// Fields SendGrid itself sets on events; everything else came from the sender.
+const DOCUMENTED_FIELDS: &[&str] = &[
+    "email",
+    "timestamp",
+    "event",
+    "sg_event_id",
+    "sg_message_id",
+    "sg_template_id",
+    "sg_template_name",
+    "sg_machine_open",
+    "sg_content_type",
+    "smtp-id",
+    "category",
+    "reason",
+    "status",
+    "response",
+    "attempt",
+    "type",
+    "bounce_classification",
+    "useragent",
+    "ip",
+    "url",
+    "url_offset",
+    "asm_group_id",
+    "tls",
+    "cert_err",
+    "pool",
+    "send_at",
+    "marketing_campaign_id",
+    "marketing_campaign_name",
+    "marketing_campaign_version",
+    "marketing_campaign_split_id",
+    "mc_stats",
+    "phase_id",
+    "post_type",
+    "singlesend_id",
+    "singlesend_name",
+    "template_id",
+    "template_version_id",
+    "newsletter",
+    "nlvx_campaign_id",
+    "nlvx_user_id",
+    "type_id",
+    "account_status",
 ];
 
 /// Labels SendGrid events carry.
