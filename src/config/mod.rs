@@ -889,7 +889,7 @@ fn check_rules(
                 if *present {
                     issues.add(
                         format!("{key}.{name}"),
-                        format!("does not apply to a {} rule", rule.kind),
+                        format!("does not apply to {} rules", rule.kind),
                     );
                 }
             }
@@ -1145,9 +1145,17 @@ mod tests {
                  found \"ten\"",
             ),
             (
+                "[[rules]]\nname = \"a\"\nkind = \"absence\"\nwindow = \"1h\"\nlimit = 5\n",
+                "rules[0].limit: does not apply to absence rules",
+            ),
+            (
+                "[[rules]]\nname = \"a\"\nkind = \"nearing_limit\"\nfraction = 85\n",
+                "rules[0].fraction: expected a fraction such as 0.85 for 85%, found 85",
+            ),
+            (
                 "[[rules]]\nname = \"a\"\nkind = \"spike\"\n",
-                "rules[0].kind: expected \"each\", \"threshold\", \"ratio\" or \"jump\", \
-                 found \"spike\"",
+                "rules[0].kind: expected \"each\", \"threshold\", \"ratio\", \"jump\", \
+                 \"nearing_limit\" or \"absence\", found \"spike\"",
             ),
             (
                 "[[rules]]\nname = \"a\"\nkind = \"threshold\"\nwindow = \"5m\"\n",
