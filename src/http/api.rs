@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState};
 use crate::event::Event;
+use crate::rules::kind_matches;
 
 /// Most events one request returns.
 const MAX_LIMIT: usize = 1000;
@@ -95,14 +96,6 @@ impl Filter {
                 .labels
                 .iter()
                 .all(|(name, value)| event.label(name) == Some(value.as_str()))
-    }
-}
-
-/// A kind filter: exact, or a prefix ending in `.*` (`csp.*`).
-fn kind_matches(wanted: &str, kind: &str) -> bool {
-    match wanted.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => wanted == kind,
     }
 }
 

@@ -36,7 +36,7 @@ impl Severity {
 /// Which events a rule looks at.
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
-    /// Event kinds, any of; empty matches every kind.
+    /// Event kinds, any of (a trailing `*` matches by prefix); empty matches every kind.
     pub kinds: Vec<String>,
     /// Source ids, any of; empty matches every source.
     pub sources: Vec<String>,
@@ -48,7 +48,7 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn matches(&self, event: &Event) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == event.kind.as_ref()))
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| kind_matches(k, &event.kind)))
             && (self.sources.is_empty() || self.sources.iter().any(|s| **s == *event.source))
             && self.labels.iter().all(|(name, values)| {
                 event
@@ -59,6 +59,14 @@ impl Matcher {
                 .label_patterns
                 .iter()
                 .all(|(name, pattern)| event.label(name).is_some_and(|v| pattern.is_match(v)))
+    }
+}
+
+/// A kind in a matcher: exact, or a prefix ending in `*` (`csp.*`, `browser.*`).
+pub fn kind_matches(wanted: &str, kind: &str) -> bool {
+    match wanted.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => wanted == kind,
     }
 }
 
