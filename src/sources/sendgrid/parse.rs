@@ -718,4 +718,29 @@ mod tests {
         assert!(batch.events[0].event.traceparent.is_some());
         assert!(batch.events[1].event.traceparent.is_none());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any bytes: an answer, never a panic; kept events are well formed.
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(0u8.., 0..512)) {
+            if let Ok(batch) = parse_batch(&source(), &body, 0) {
+                for parsed in batch.events {
+                    proptest::prop_assert!(parsed.event.kind.starts_with("sendgrid."));
+                    proptest::prop_assert!(parsed.event.weight.is_finite());
+                }
+            }
+        }
+
+        /// Mangled real batches: a byte changed anywhere in a real batch is parsed or
+        /// refused, never a panic.
+        #[test]
+        fn mangled_real_batches_never_panic(index in 0usize..4096, byte in 0u8..) {
+            let mut body = samples("docs_all_event_types_batch.json");
+            let at = index % body.len();
+            body[at] = byte;
+            let _ = parse_batch(&source(), &body, 0);
+        }
+    }
 }
