@@ -12,6 +12,9 @@ pub mod mailbox;
 pub mod unpack;
 pub mod xml;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
