@@ -183,7 +183,11 @@ fn main() -> ExitCode {
                 eprintln!(
                     "import: no source {source:?} in {} (sources: {})",
                     config.path.display(),
-                    known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 return ExitCode::FAILURE;
             };
@@ -271,8 +275,8 @@ async fn import(url: &str, token: Option<&str>, files: &[PathBuf]) -> ExitCode {
                 continue;
             }
         };
-        let mut request = axum::http::Request::post(url)
-            .header("content-type", "application/octet-stream");
+        let mut request =
+            axum::http::Request::post(url).header("content-type", "application/octet-stream");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }

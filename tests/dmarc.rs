@@ -15,24 +15,29 @@ use support::{SlackFake, sample, start_server};
 const TOKEN: &str = "report-token-0123";
 
 /// The B11 report of the field cases (stray `xs:schema`), rpt-0001, 3 failing messages.
-const B11: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+const B11: &str = concat!(
+    r#"<?xml version="1.0" encoding="UTF-8"?>
 <feedback>
-  <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="http://dmarc.org/dmarc-xml/0.1">
+  <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" "#,
+    r#"targetNamespace="http://dmarc.org/dmarc-xml/0.1">
   <report_metadata>
     <org_name>reporter.example.net</org_name>
     <email>dmarc-noreply@reporter.example.net</email>
     <report_id>rpt-0001</report_id>
     <date_range><begin>1700000000</begin><end>1700086399</end></date_range>
   </report_metadata>
-  <policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
+  <policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf>"#,
+    r#"<p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
   <record>
     <row><source_ip>192.0.2.10</source_ip><count>3</count>
-      <policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated></row>
+      <policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf>"#,
+    r#"</policy_evaluated></row>
     <identifiers><header_from>example.com</header_from></identifiers>
     <auth_results><spf><domain>example.com</domain><result>fail</result></spf></auth_results>
   </record>
 </feedback>
-"#;
+"#
+);
 
 /// B16 #2: gzip of "unused".
 const B16_UNUSED_BASE64: &str = "H4sIAAAAAAAC/yvNKy1OTQEA+UgslAYAAAA=";
@@ -114,7 +119,11 @@ fn b15_email() -> Vec<u8> {
             ),
             ("application/zip", &format!("{name}.zip"), &gzip(xml)),
             ("text/xml", "report.xml", xml),
-            ("application/gzip", &format!("{name}.xml.gz"), &gzip(&gzip(xml))),
+            (
+                "application/gzip",
+                &format!("{name}.xml.gz"),
+                &gzip(&gzip(xml)),
+            ),
         ],
     )
 }
@@ -159,7 +168,10 @@ fn bearer() -> String {
 
 /// Records each sample holds; the failure reports are refused.
 const SAMPLES: &[(&str, Option<u64>)] = &[
-    ("amazonses.com!stalw.art!1663545600!1663632000.xml.gz", Some(1)),
+    (
+        "amazonses.com!stalw.art!1663545600!1663632000.xml.gz",
+        Some(1),
+    ),
     ("aol_single_quoted_xmlns.xml", Some(1)),
     ("empty_reason.xml", Some(1)),
     (
@@ -174,9 +186,15 @@ const SAMPLES: &[(&str, Option<u64>)] = &[
     ("hardfail_empty_dkim_fields.xml", Some(1)),
     ("mail.ru!stalw.art!1667865600!1667952000.xml.gz", Some(1)),
     ("old_draft_from_wiki.xml", Some(1)),
-    ("protection.outlook.com!example.com!1711756800!1711843200.xml", Some(1)),
+    (
+        "protection.outlook.com!example.com!1711756800!1711843200.xml",
+        Some(1),
+    ),
     ("report_with_upper_cased_pass.xml", Some(1)),
-    ("rfc9990-example.net!example.com!1700000000!1700086399.xml", Some(2)),
+    (
+        "rfc9990-example.net!example.com!1700000000!1700086399.xml",
+        Some(2),
+    ),
     ("stalwart_fastmail_trusted_forwarder.xml", Some(4)),
     ("stalwart_v2_extensions_unknown_tags.xml", Some(1)),
 ];
@@ -220,7 +238,10 @@ async fn every_sample_is_answered_over_http() {
             None => {
                 assert_eq!(reply.status, 415, "{file}: {}", reply.text());
                 let error = reply.json()["error"].as_str().unwrap().to_string();
-                assert!(error.contains("DMARC failure (ruf) report"), "{file}: {error}");
+                assert!(
+                    error.contains("DMARC failure (ruf) report"),
+                    "{file}: {error}"
+                );
             }
         }
     }
@@ -235,7 +256,10 @@ async fn every_sample_is_answered_over_http() {
         )
         .await
         .json();
-    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(21)));
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(21))
+    );
 
     // The report longer than a day is accepted with a warning.
     let reply = server
@@ -255,6 +279,14 @@ async fn every_sample_is_answered_over_http() {
     server.running.stop().await;
 }
 
+/// A body, extra headers, and the status and reason it must be answered with.
+type Refusal = (
+    Vec<u8>,
+    &'static [(&'static str, &'static str)],
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_input_is_refused_with_a_reason() {
     let fake = SlackFake::start().await;
@@ -265,7 +297,13 @@ async fn bad_input_is_refused_with_a_reason() {
 
     let reply = server.client.post(&url, &[], good.clone()).await;
     assert_eq!(reply.status, 401);
-    assert!(reply.text().contains("missing Authorization: Bearer header"), "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("missing Authorization: Bearer header"),
+        "{}",
+        reply.text()
+    );
     let reply = server
         .client
         .post(&url, &[("authorization", "Bearer nope")], good.clone())
@@ -275,12 +313,27 @@ async fn bad_input_is_refused_with_a_reason() {
 
     let mut truncated = gzip(B11.as_bytes());
     truncated.truncate(truncated.len() / 2);
-    let cases: Vec<(Vec<u8>, &[(&str, &str)], u16, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (unused(), &[], 415, "decompressed content is not XML"),
-        (b"just text".to_vec(), &[], 415, "content is not gzip, zip or XML"),
+        (
+            b"just text".to_vec(),
+            &[],
+            415,
+            "content is not gzip, zip or XML",
+        ),
         (truncated, &[], 400, "gzip data is corrupt"),
-        (billion_laughs().into_bytes(), &[], 400, "declares its own entities"),
-        (vec![b'<'; 2 * 1024 * 1024], &[], 413, "larger than the 1048576 bytes"),
+        (
+            billion_laughs().into_bytes(),
+            &[],
+            400,
+            "declares its own entities",
+        ),
+        (
+            vec![b'<'; 2 * 1024 * 1024],
+            &[],
+            413,
+            "larger than the 1048576 bytes",
+        ),
         (
             gzip(&vec![b' '; 8 * 1024 * 1024]),
             &[],
@@ -300,19 +353,33 @@ async fn bad_input_is_refused_with_a_reason() {
         let started = Instant::now();
         let reply = server.client.post(&url, &all, body).await;
         assert_eq!(reply.status, status, "{reason}: {}", reply.text());
-        assert!(reply.json()["error"].as_str().unwrap().contains(reason), "{}", reply.text());
+        assert!(
+            reply.json()["error"].as_str().unwrap().contains(reason),
+            "{}",
+            reply.text()
+        );
         assert!(started.elapsed() < Duration::from_secs(10), "{reason}");
     }
 
     // Not-UTF-8 bytes and a wrong content type change nothing about a good report.
-    let mut latin = B11.replace("reporter.example.net</org_name>", "reporter\u{1}</org_name>");
+    let mut latin = B11.replace(
+        "reporter.example.net</org_name>",
+        "reporter\u{1}</org_name>",
+    );
     latin = latin.replace("<email>dmarc-noreply", "<email>\u{FFFD}dmarc-noreply");
     let mut bytes = latin.into_bytes();
-    let at = bytes.windows(3).position(|w| w == "\u{FFFD}".as_bytes()).unwrap();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == "\u{FFFD}".as_bytes())
+        .unwrap();
     bytes.splice(at..at + 3, [0xE9]);
     let reply = server
         .client
-        .post(&url, &[("authorization", &auth), ("content-type", "text/plain")], bytes)
+        .post(
+            &url,
+            &[("authorization", &auth), ("content-type", "text/plain")],
+            bytes,
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["accepted"], 2);
@@ -334,7 +401,10 @@ async fn failing_messages_alert_and_every_b15_part_is_one_report() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let answer = reply.json();
-    assert_eq!((answer["accepted"].as_u64(), answer["duplicates"].as_u64()), (Some(2), Some(6)));
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["duplicates"].as_u64()),
+        (Some(2), Some(6))
+    );
     assert!(
         answer["warnings"][0]
             .as_str()
@@ -358,7 +428,10 @@ async fn import_posts_each_file_and_fails_if_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cli_config = dir.path().join("cli.toml");
     let text = config("dmarc-import", &fake, "")
-        .replace("{db}", &dir.path().join("unused.sqlite").display().to_string())
+        .replace(
+            "{db}",
+            &dir.path().join("unused.sqlite").display().to_string(),
+        )
         .replace(
             "[server]\n",
             &format!("[server]\nlisten = \"{}\"\n", server.running.addr),
@@ -385,15 +458,28 @@ async fn import_posts_each_file_and_fails_if_one_is_refused() {
     assert!(!output.status.success(), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].starts_with(&format!("{}: 200 ", good.display())), "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("{}: 200 ", good.display())),
+        "{stdout}"
+    );
     assert!(lines[0].contains("\"accepted\":2"), "{stdout}");
-    assert!(lines[1].starts_with(&format!("{}: 415 ", refused.display())), "{stdout}");
+    assert!(
+        lines[1].starts_with(&format!("{}: 415 ", refused.display())),
+        "{stdout}"
+    );
     assert!(lines[1].contains("failure (ruf) report"), "{stdout}");
 
     // Again through --url: the same file is now a duplicate, and nothing is refused.
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_backchannel"));
     let output = command
-        .args(["import", "--source", "dmarc-import", "--url", &server.base, "--config"])
+        .args([
+            "import",
+            "--source",
+            "dmarc-import",
+            "--url",
+            &server.base,
+            "--config",
+        ])
         .arg(&cli_config)
         .arg(&good)
         .output()
@@ -505,7 +591,10 @@ impl Dovecot {
 
 fn id(flag: &str) -> u32 {
     let output = std::process::Command::new("id").arg(flag).output().unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 impl Drop for Dovecot {
@@ -569,14 +658,35 @@ async fn mailbox_reports_are_journaled_and_messages_filed() {
     let long_range = b16_long_range();
     let messages: Vec<(&str, Vec<u8>)> = vec![
         ("b15 four parts", b15_email()),
-        ("b16 1 gzip", email("b16 1 gzip", &[("application/gzip", "r1.xml.gz", &gzip(B11.as_bytes()))])),
-        ("b16 2 unused", email("b16 2 unused", &[("application/gzip", "r2.xml.gz", &unused())])),
+        (
+            "b16 1 gzip",
+            email(
+                "b16 1 gzip",
+                &[("application/gzip", "r1.xml.gz", &gzip(B11.as_bytes()))],
+            ),
+        ),
+        (
+            "b16 2 unused",
+            email(
+                "b16 2 unused",
+                &[("application/gzip", "r2.xml.gz", &unused())],
+            ),
+        ),
         (
             "b16 3 long range",
-            email("b16 3 long range", &[("text/xml", "r4.xml", long_range.as_bytes())]),
+            email(
+                "b16 3 long range",
+                &[("text/xml", "r4.xml", long_range.as_bytes())],
+            ),
         ),
-        ("ruf", sample("dmarc/forensic/dmarc_ruf_report_linkedin.crlf.eml")),
-        ("laughs", email("laughs", &[("text/xml", "lol.xml", laughs.as_bytes())])),
+        (
+            "ruf",
+            sample("dmarc/forensic/dmarc_ruf_report_linkedin.crlf.eml"),
+        ),
+        (
+            "laughs",
+            email("laughs", &[("text/xml", "lol.xml", laughs.as_bytes())]),
+        ),
     ];
     for (_, message) in &messages {
         session.append("INBOX", None, None, message).await.unwrap();
@@ -605,7 +715,8 @@ async fn mailbox_reports_are_journaled_and_messages_filed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let done = folder_messages(&mut session, "Reports/Done").await;
-    let subjects = |list: &[(String, bool)]| list.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+    let subjects =
+        |list: &[(String, bool)]| list.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
     assert_eq!(
         subjects(&done),
         [
@@ -619,15 +730,27 @@ async fn mailbox_reports_are_journaled_and_messages_filed() {
     assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(failed.iter().all(|(_, flagged)| *flagged), "{failed:?}");
     let failed_subjects = subjects(&failed);
-    assert!(failed_subjects.contains(&"b16 2 unused".to_string()), "{failed:?}");
-    assert!(failed_subjects.contains(&"laughs".to_string()), "{failed:?}");
     assert!(
-        failed_subjects.iter().any(|s| s.starts_with("DMARC Failure report")),
+        failed_subjects.contains(&"b16 2 unused".to_string()),
+        "{failed:?}"
+    );
+    assert!(
+        failed_subjects.contains(&"laughs".to_string()),
+        "{failed:?}"
+    );
+    assert!(
+        failed_subjects
+            .iter()
+            .any(|s| s.starts_with("DMARC Failure report")),
         "{failed:?}"
     );
 
     // rpt-0001 (report and record) once, though it came in five attachments; rpt-0004.
-    let metrics = server.client.get(&format!("{}/metrics", server.base)).await.text();
+    let metrics = server
+        .client
+        .get(&format!("{}/metrics", server.base))
+        .await
+        .text();
     assert!(
         metrics.contains("backchannel_events_accepted_total{source=\"dmarc-mail\"} 4"),
         "{metrics}"
@@ -638,12 +761,18 @@ async fn mailbox_reports_are_journaled_and_messages_filed() {
     );
     let sent = fake.wait_for_ok(1, Duration::from_secs(10)).await;
     let text = sent[0].body["text"].as_str().unwrap();
-    assert!(text.contains("messages failing DMARC for example.com"), "{text}");
+    assert!(
+        text.contains("messages failing DMARC for example.com"),
+        "{text}"
+    );
 
     // A later poll finds nothing new to do: the folder stays empty, nothing is resent.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(folder_messages(&mut session, "INBOX").await.is_empty());
-    assert_eq!(folder_messages(&mut session, "Reports/Failed").await.len(), 3);
+    assert_eq!(
+        folder_messages(&mut session, "Reports/Failed").await.len(),
+        3
+    );
     let _ = session.logout().await;
     server.running.stop().await;
 }

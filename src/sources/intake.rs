@@ -61,7 +61,17 @@ impl Intake {
     pub async fn submit(&self, body: Bytes) -> Result<Answer, IntakeError> {
         let id = self.source.id.to_string();
         let now_ms = (self.clock)();
-        let parsed = self.source.parse(&body, now_ms).map_err(|error| {
+        // A report may decompress to 50 MiB of XML: read it off the async workers.
+        let source = self.source.clone();
+        let bytes = body.clone();
+        let parsed = tokio::task::spawn_blocking(move || source.parse(&bytes, now_ms))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SourceError::BadRequest(
+                    "the body could not be parsed".into(),
+                ))
+            });
+        let parsed = parsed.map_err(|error| {
             metrics::counter!(
                 "backchannel_requests_rejected_total",
                 "source" => id.clone(),

@@ -36,7 +36,12 @@ pub fn push_report(
     batch: &mut ParsedBatch,
 ) {
     let mut warnings = report.repairs.clone();
-    let org = match report.org_name.as_deref().map(collapse).filter(|o| !o.is_empty()) {
+    let org = match report
+        .org_name
+        .as_deref()
+        .map(collapse)
+        .filter(|o| !o.is_empty())
+    {
         Some(org) => org,
         None => {
             let fallback = report
@@ -97,9 +102,9 @@ pub fn push_report(
                 messages += event.weight;
                 records.push((index, event));
             }
-            Err(reason) => batch
-                .skipped
-                .push(format!("report {report_id} from {org}, record {index}: {reason}")),
+            Err(reason) => batch.skipped.push(format!(
+                "report {report_id} from {org}, record {index}: {reason}"
+            )),
         }
     }
 
@@ -120,7 +125,10 @@ pub fn push_report(
         "warnings": warnings,
     });
     let mut labels: Vec<Label> = vec![
-        (Cow::Borrowed("domain"), Cow::Owned(or_unknown(&policy_domain))),
+        (
+            Cow::Borrowed("domain"),
+            Cow::Owned(or_unknown(&policy_domain)),
+        ),
         (Cow::Borrowed("org"), Cow::Owned(org.clone())),
     ];
     labels.sort();
@@ -205,10 +213,16 @@ fn record_event(common: &Common<'_>, record: &Record, index: usize) -> Result<Ev
         .find(|kind| !kind.is_empty());
 
     let mut labels: Vec<Label> = vec![
-        (Cow::Borrowed("disposition"), result_slug(record.disposition.as_deref())),
+        (
+            Cow::Borrowed("disposition"),
+            result_slug(record.disposition.as_deref()),
+        ),
         (Cow::Borrowed("dkim"), dkim),
         (Cow::Borrowed("dmarc"), Cow::Borrowed(dmarc)),
-        (Cow::Borrowed("domain"), Cow::Owned(or_unknown(&header_from))),
+        (
+            Cow::Borrowed("domain"),
+            Cow::Owned(or_unknown(&header_from)),
+        ),
         (Cow::Borrowed("org"), Cow::Owned(common.org.to_string())),
         (Cow::Borrowed("spf"), spf),
     ];
@@ -346,9 +360,11 @@ fn clip(text: &str, max_chars: usize) -> String {
 /// Unix seconds a clock could have written.
 fn unix_seconds(text: &str) -> Option<i64> {
     let text = text.trim();
-    let seconds = text
-        .parse::<i64>()
-        .ok()
-        .or_else(|| text.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))?;
+    let seconds = text.parse::<i64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| f as i64)
+    })?;
     (0..=MAX_UNIX_SECONDS).contains(&seconds).then_some(seconds)
 }

@@ -9,6 +9,9 @@
 //! a person rather than retried forever. When the journal cannot take a body the
 //! message stays where it is for the next poll. Reading the message's parts is
 //! `unpack.rs`'s job.
+//!
+//! This is the one outbound connection outside `notify/`: fetching is how this source
+//! receives, the way a listener accepts for the others.
 
 use std::fmt;
 use std::sync::Arc;
@@ -214,7 +217,9 @@ pub async fn poll(mailbox: &Mailbox, intake: &Intake) -> Result<Summary, PollErr
                     folder = %mailbox.failed_folder,
                     "no report in the message was accepted; moved aside",
                 );
-                let mut stored = session.uid_store(uid.to_string(), "+FLAGS (\\Flagged)").await?;
+                let mut stored = session
+                    .uid_store(uid.to_string(), "+FLAGS (\\Flagged)")
+                    .await?;
                 while let Some(response) = stored.next().await {
                     response?;
                 }
@@ -244,7 +249,9 @@ async fn move_message<T: Io>(
     }
     session.uid_copy(uid.to_string(), folder).await?;
     {
-        let mut stored = session.uid_store(uid.to_string(), "+FLAGS (\\Deleted)").await?;
+        let mut stored = session
+            .uid_store(uid.to_string(), "+FLAGS (\\Deleted)")
+            .await?;
         while let Some(response) = stored.next().await {
             response?;
         }

@@ -130,7 +130,11 @@ fn configure_mailbox(settings: &mut SourceSettings<'_>, raw: RawMailbox) -> Opti
         settings.error("mailbox.password", "expected both username and password");
         return None;
     };
-    let poll_ms = settings.duration("mailbox.poll_interval", raw.poll_interval.as_deref(), 300_000);
+    let poll_ms = settings.duration(
+        "mailbox.poll_interval",
+        raw.poll_interval.as_deref(),
+        300_000,
+    );
     let folder = |value: Option<String>, default: &str| {
         value
             .map(|f| f.trim().to_string())

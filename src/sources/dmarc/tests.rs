@@ -9,24 +9,29 @@ use crate::event::Event;
 use crate::sources::{ParsedBatch, SourceError};
 
 /// The B11 report of the field cases: a stray, never closed `xs:schema` start tag.
-pub const B11: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+pub const B11: &str = concat!(
+    r#"<?xml version="1.0" encoding="UTF-8"?>
 <feedback>
-  <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="http://dmarc.org/dmarc-xml/0.1">
+  <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" "#,
+    r#"targetNamespace="http://dmarc.org/dmarc-xml/0.1">
   <report_metadata>
     <org_name>reporter.example.net</org_name>
     <email>dmarc-noreply@reporter.example.net</email>
     <report_id>rpt-0001</report_id>
     <date_range><begin>1700000000</begin><end>1700086399</end></date_range>
   </report_metadata>
-  <policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
+  <policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf>"#,
+    r#"<p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
   <record>
     <row><source_ip>192.0.2.10</source_ip><count>3</count>
-      <policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated></row>
+      <policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf>"#,
+    r#"</policy_evaluated></row>
     <identifiers><header_from>example.com</header_from></identifiers>
     <auth_results><spf><domain>example.com</domain><result>fail</result></spf></auth_results>
   </record>
 </feedback>
-"#;
+"#
+);
 
 /// B12: raw Windows-1252 quotes in a document declared UTF-8, and `<`/`>` in the email.
 pub fn b12() -> Vec<u8> {
@@ -216,8 +221,10 @@ const SAMPLES: &[Expected] = &[
         1.0,
         "disposition=none dkim=pass dmarc=pass domain=example.com network=23.104.41.0/24 \
          org=example.com spf=pass",
-        &["report aggr_report_example.com_20191202_1638 from example.com: \
-           date range 97h exceeds 24h"],
+        &[
+            "report aggr_report_example.com_20191202_1638 from example.com: \
+           date range 97h exceeds 24h",
+        ],
     ),
     (
         "rfc9990-example.net!example.com!1700000000!1700086399.xml",
@@ -266,8 +273,10 @@ fn every_sample_gives_its_records() {
 
 #[test]
 fn samples_keep_what_the_rfc_does_not_name() {
-    let batch = parse(&sample("rfc9990-example.net!example.com!1700000000!1700086399.xml"))
-        .unwrap();
+    let batch = parse(&sample(
+        "rfc9990-example.net!example.com!1700000000!1700086399.xml",
+    ))
+    .unwrap();
     let report = raw(&batch.events[0].event);
     assert_eq!(report["version"], "2.0");
     assert_eq!(report["policy"]["np"], "reject");
@@ -275,7 +284,10 @@ fn samples_keep_what_the_rfc_does_not_name() {
     assert_eq!(report["policy"]["discovery_method"], "treewalk");
     let rejected = records(&batch)[1];
     assert_eq!(rejected.label("reason"), Some("other"));
-    assert_eq!(raw(rejected)["reasons"][0]["comment"], "sender not authorized");
+    assert_eq!(
+        raw(rejected)["reasons"][0]["comment"],
+        "sender not authorized"
+    );
     assert_eq!(rejected.time_ms, 1_700_086_399_000);
 
     let batch = parse(&sample("google.com_nice-input.xml.gz")).unwrap();
@@ -295,7 +307,13 @@ fn samples_keep_what_the_rfc_does_not_name() {
         batch.events[0].event.provider_id.as_deref(),
         Some("28551467700969547611667865600")
     );
-    assert_eq!(raw(records(&batch)[0])["auth_results"]["dkim"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        raw(records(&batch)[0])["auth_results"]["dkim"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     let batch = parse(&sample("report_with_upper_cased_pass.xml")).unwrap();
     let record = raw(records(&batch)[0]);
@@ -303,7 +321,10 @@ fn samples_keep_what_the_rfc_does_not_name() {
     assert_eq!(record["org_name"], "example.com");
 
     let batch = parse(&sample("gmx_dmarc2_namespace_psl.xml")).unwrap();
-    assert_eq!(raw(&batch.events[0].event)["policy"]["discovery_method"], "psl");
+    assert_eq!(
+        raw(&batch.events[0].event)["policy"]["discovery_method"],
+        "psl"
+    );
 }
 
 #[test]
@@ -359,7 +380,10 @@ fn b12_bad_bytes_and_angle_brackets_keep_the_record() {
     assert_eq!(found[0].weight, 5.0);
     assert_eq!(raw(found[0])["source_ip"], "192.0.2.20");
     let report = raw(&batch.events[0].event);
-    assert_eq!(report["email"], "DMARC Reports <dmarc@reporter.example.net>");
+    assert_eq!(
+        report["email"],
+        "DMARC Reports <dmarc@reporter.example.net>"
+    );
     assert_eq!(
         report["extra_contact_info"],
         "https://reporter.example.net/help?topic=\u{FFFD}dmarc\u{FFFD}"
@@ -394,7 +418,10 @@ fn b15_format_is_read_from_the_bytes() {
         let batch = parse(&body).unwrap();
         assert_eq!(records(&batch).len(), 1);
         assert_eq!(batch.events[1].keys, plain.events[1].keys);
-        assert_eq!(batch.events[0].event.provider_id.as_deref(), Some("rpt-0001"));
+        assert_eq!(
+            batch.events[0].event.provider_id.as_deref(),
+            Some("rpt-0001")
+        );
     }
     let too_deep = gzip(&gzip(&gzip(&gzip(xml))));
     assert_eq!(
@@ -500,7 +527,10 @@ fn entity_declarations_are_refused_and_never_expanded() {
     );
 
     // An undeclared reference is kept as text, not looked up anywhere.
-    let xml = B11.replace("<org_name>reporter.example.net", "<org_name>&ext;x&amp;y&#65;");
+    let xml = B11.replace(
+        "<org_name>reporter.example.net",
+        "<org_name>&ext;x&amp;y&#65;",
+    );
     let batch = parse(xml.as_bytes()).unwrap();
     assert_eq!(records(&batch)[0].label("org"), Some("&ext;x&yA"));
 }
@@ -510,8 +540,14 @@ fn what_is_not_a_report_is_refused_with_a_reason() {
     let cases: &[(&[u8], &str)] = &[
         (b"", "empty body"),
         (b"   \n", "empty body"),
-        (b"{\"json\": true}", "content is not gzip, zip or XML (it starts 7b 22 6a"),
-        (b"<html><body>hi</body></html>", "the root element is <html>, not <feedback>"),
+        (
+            b"{\"json\": true}",
+            "content is not gzip, zip or XML (it starts 7b 22 6a",
+        ),
+        (
+            b"<html><body>hi</body></html>",
+            "the root element is <html>, not <feedback>",
+        ),
         (b"<?xml version=\"1.0\"?>", "no <feedback> element"),
         (&[0x1f, 0x8b, 0x08, 0x00, 0x01], "gzip data is corrupt"),
         (b"PK\x03\x04garbage", "zip archive is corrupt"),
@@ -532,7 +568,12 @@ fn a_truncated_report_keeps_its_complete_records() {
     let cut = &xml[..xml.find("<source_ip>64.147.108.173").unwrap()];
     let batch = parse(cut.as_bytes()).unwrap();
     assert_eq!(records(&batch).len(), 2);
-    assert!(batch.warnings.iter().any(|w| w.contains("ends before </feedback>")));
+    assert!(
+        batch
+            .warnings
+            .iter()
+            .any(|w| w.contains("ends before </feedback>"))
+    );
 }
 
 #[test]
@@ -582,4 +623,31 @@ mod properties {
             let _ = parse(&xml[..cut]);
         }
     }
+}
+
+#[test]
+fn settings_are_checked() {
+    let configure = |text: &str| {
+        let table: toml::Table = text.parse().unwrap();
+        crate::config::SourceSettings::check_alone("sources.dmarc", table, super::configure)
+    };
+    let source = configure("token = \"t0k\"\n").unwrap();
+    assert!(source.is_verified());
+    assert_eq!(source.bearer_token(), Some("t0k"));
+
+    let mailbox = "token = \"t\"\n[mailbox]\nhost = \"127.0.0.1\"\nusername = \"u\"\n\
+                   password = \"p\"\n";
+    assert!(configure(mailbox).is_ok());
+    let errors = configure(&format!("{mailbox}tls = \"ssl\"\n")).unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "sources.dmarc.mailbox.tls: expected \"implicit\", \"starttls\" or \"none\", \
+          found \"ssl\""
+        ]
+    );
+    let errors = configure(&format!("{mailbox}processed_folder = \"INBOX\"\n")).unwrap_err();
+    assert!(errors[0].contains("differ from folder"), "{errors:?}");
+    let errors = configure("tokn = \"x\"\n").unwrap_err();
+    assert!(errors[0].contains("unknown field `tokn`"), "{errors:?}");
 }

@@ -257,7 +257,10 @@ fn unwrap<'a>(
         Format::Email | Format::Unknown => {
             let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
             let message = if depth > 0 {
-                format!("decompressed content is not XML (it starts {})", head.join(" "))
+                format!(
+                    "decompressed content is not XML (it starts {})",
+                    head.join(" ")
+                )
             } else {
                 format!(
                     "content is not gzip, zip or XML (it starts {})",

@@ -596,7 +596,10 @@ fn decode_utf8(bytes: &[u8], repairs: &mut Vec<String>) -> String {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_ascii_lowercase();
             let latin1 = ["iso-8859-1", "latin1", "latin-1", "windows-1252"]
                 .iter()
-                .any(|e| head.contains(&format!("encoding=\"{e}\"")) || head.contains(&format!("encoding='{e}'")));
+                .any(|e| {
+                    head.contains(&format!("encoding=\"{e}\""))
+                        || head.contains(&format!("encoding='{e}'"))
+                });
             if latin1 {
                 repairs.push("read as ISO-8859-1, as its declaration says".into());
                 bytes.iter().map(|&b| char::from(b)).collect()
