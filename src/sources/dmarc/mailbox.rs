@@ -348,6 +348,8 @@ async fn tls_connect(
     host: &str,
     tcp: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, PollError> {
+    // FIXME: only the public web roots are trusted, so an IMAP server with a private CA
+    // cannot be used with TLS; a `ca_file` setting would lift it.
     use hyper_rustls::ConfigBuilderExt as _;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

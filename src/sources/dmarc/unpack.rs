@@ -374,6 +374,8 @@ pub fn message_parts(bytes: &[u8]) -> Result<Vec<Part>, SourceError> {
     }
     let mut parts = Vec::new();
     for (index, part) in message.parts.iter().enumerate() {
+        // FIXME: a report forwarded as an attached message (message/rfc822) is not
+        // looked into; descending one level into such parts would read it.
         if part.is_multipart() || part.is_message() {
             continue;
         }
