@@ -66,6 +66,26 @@ enum Command {
         #[arg(required = true)]
         payloads: Vec<PathBuf>,
     },
+    /// Post files to a running server's source, as the provider would, and print each
+    /// file's answer (DMARC report files saved from email, say).
+    Import {
+        #[arg(
+            long,
+            short,
+            env = "BACKCHANNEL_CONFIG",
+            default_value = "config/example.toml"
+        )]
+        config: PathBuf,
+        /// Source id to post to; its token, if it has one, is sent.
+        #[arg(long)]
+        source: String,
+        /// Server base URL (default: http:// and the config's server.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Files to post, each as one request body.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +164,39 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Import {
+            config,
+            source,
+            url,
+            files,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(target) = config.sources.get(&source) else {
+                let mut known: Vec<&String> = config.sources.keys().collect();
+                known.sort();
+                eprintln!(
+                    "import: no source {source:?} in {} (sources: {})",
+                    config.path.display(),
+                    known
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return ExitCode::FAILURE;
+            };
+            let base = url.unwrap_or_else(|| format!("http://{}", reachable(config.listen)));
+            let url = format!("{}/ingest/{source}", base.trim_end_matches('/'));
+            let token = target.backchannel.bearer_token().map(str::to_string);
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(import(&url, token.as_deref(), &files))
+        }
         Command::Serve { config, listen } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -186,6 +239,86 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// The address a client on this host reaches a server listening on `listen` at: an
+/// unspecified address (`0.0.0.0`, `[::]`) is answered on loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// Posts each file to `url` and prints its answer; fails if any file was refused or
+/// could not be sent.
+async fn import(url: &str, token: Option<&str>, files: &[PathBuf]) -> ExitCode {
+    use http_body_util::{BodyExt, Full};
+    backchannel::install_crypto_provider();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<bytes::Bytes>>(https);
+    let mut refused = 0;
+    for file in files {
+        let body = match std::fs::read(file) {
+            Ok(body) => body,
+            Err(error) => {
+                println!("{}: cannot read: {error}", file.display());
+                refused += 1;
+                continue;
+            }
+        };
+        let mut request =
+            axum::http::Request::post(url).header("content-type", "application/octet-stream");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match request.body(Full::new(bytes::Bytes::from(body))) {
+            Ok(request) => request,
+            Err(error) => {
+                eprintln!("import: {url:?} is not a URL to post to: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            let response = client.request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        })
+        .await
+        .unwrap_or_else(|_| Err("no answer within 120 s".into()));
+        match sent {
+            Ok((status, body)) => {
+                let text = String::from_utf8_lossy(&body);
+                println!("{}: {} {}", file.display(), status.as_u16(), text.trim());
+                if !status.is_success() {
+                    refused += 1;
+                }
+            }
+            Err(error) => {
+                println!("{}: not sent to {url}: {error}", file.display());
+                refused += 1;
+            }
+        }
+    }
+    if refused > 0 {
+        eprintln!("{refused} of {} files not accepted", files.len());
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::rules::Engine;
+use crate::sources::intake::Intake;
 use crate::store::Store;
 use crate::store::journal::{Journal, SeenIndex};
 
@@ -189,6 +190,15 @@ pub async fn start(
         config.max_group_events,
         engine_tx,
     );
+    // Sources with a task of their own (a mailbox to poll) start once the journal can
+    // take what they fetch; like the pipeline's tasks, they must not stop.
+    for source in config.sources.values() {
+        let intake = Intake::new(source.clone(), journal.clone(), clock.clone());
+        if let Some(task) = source.backchannel.background(intake) {
+            let name = format!("background task of source {:?}", source.id);
+            essential.spawn(named(name, task));
+        }
+    }
     let _ = state.journal.set(journal);
     essential.spawn(named("journal writer".to_string(), async move {
         // A panic in the writer is the writer's task's; carry it over so it is reported.

@@ -10,6 +10,8 @@
 //! is the one place that maps a config `type` to a module.
 
 pub mod auth;
+pub mod dmarc;
+pub mod intake;
 pub mod loose;
 pub mod sendgrid;
 
@@ -165,6 +167,20 @@ pub trait Backchannel: Send + Sync + fmt::Debug {
     fn max_body_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// A task the source runs for as long as the server does, such as polling a
+    /// mailbox, submitting what it fetches through `intake`. `serve` starts it once the
+    /// journal exists and treats its end as a failure, so it should never return.
+    fn background(&self, intake: intake::Intake) -> Option<Pending<'static, ()>> {
+        let _ = intake;
+        None
+    }
+
+    /// The bearer token a client sends to this source, for `backchannel import`,
+    /// which posts files to the running server as the provider would.
+    fn bearer_token(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A configured source, ready to verify and parse requests.
@@ -199,16 +215,17 @@ impl Source {
 }
 
 /// Source types `configure` knows, for the config error naming them.
-pub const TYPES: &[&str] = &["sendgrid"];
+pub const TYPES: &[&str] = &["sendgrid", "dmarc"];
 
 /// Kinds and labels of the providers whose sets are closed enough to warn about typos.
-pub const VOCABULARIES: &[Vocabulary] = &[sendgrid::VOCABULARY];
+pub const VOCABULARIES: &[Vocabulary] = &[sendgrid::VOCABULARY, dmarc::VOCABULARY];
 
 /// Builds the source of config type `kind` from its settings; `None` after reporting
 /// what is wrong through `settings`.
 pub fn configure(kind: &str, settings: &mut SourceSettings<'_>) -> Option<Arc<dyn Backchannel>> {
     match kind {
         "sendgrid" => sendgrid::configure(settings),
+        "dmarc" => dmarc::configure(settings),
         other => {
             settings.error(
                 "type",
