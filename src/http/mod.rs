@@ -4,6 +4,7 @@
 //! input is answered with a 4xx and a reason, counted, and not logged above DEBUG;
 //! internal failures are logged once here and never echoed to the client.
 
+mod cors;
 mod ingest;
 pub mod serve;
 
@@ -42,7 +43,15 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::Duration) -> Router {
     let timeout_text = humantime::format_duration(timeout).to_string();
     Router::new()
-        .route("/ingest/{source}", post(ingest::ingest))
+        .route(
+            "/ingest/{source}",
+            post(ingest::ingest)
+                .options(cors::preflight)
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    cors::allow_origin,
+                )),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
