@@ -383,3 +383,73 @@ async fn reporting_api_preflight_and_allow_origin() {
     assert!(header(&reply, "access-control-allow-origin").is_none());
     server.running.stop().await;
 }
+
+/// `replay --json` of `payloads` on the example config's browser-reports source.
+fn replay_example(payloads: &[std::path::PathBuf]) -> Vec<serde_json::Value> {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_backchannel"))
+        .args(["replay", "--config", example, "--source", "csp", "--json"])
+        .env_remove("SLACK_BOT_TOKEN")
+        .args(payloads)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn example_rules_tell_a_site_owner_what_matters() {
+    // A deploy that loads a script from a host the policy does not allow: twenty
+    // visitors' browsers block it within a few seconds.
+    let dir = tempfile::tempdir().unwrap();
+    let reports: Vec<String> = (0..20)
+        .map(|visitor| {
+            format!(
+                r#"{{"type":"csp-violation","age":{},"url":"https://www.example.com/cart/{visitor}",
+                "body":{{"documentURL":"https://www.example.com/cart/{visitor}",
+                "blockedURL":"https://cdn.vendor.example/tag.js?v={visitor}",
+                "effectiveDirective":"script-src-elem","disposition":"enforce",
+                "lineNumber":{visitor}}}}}"#,
+                visitor * 100
+            )
+        })
+        .collect();
+    let batch = dir.path().join("batch.json");
+    std::fs::write(&batch, format!("[{}]", reports.join(","))).unwrap();
+    let fixtures = support::samples().join("csp");
+    let sent = replay_example(&[
+        batch,
+        fixtures.join("reporting_api_deprecation.json"),
+        fixtures.join("mdn_report_to_single_report_object.json"),
+    ]);
+    let summaries: BTreeSet<(String, String)> = sent
+        .iter()
+        .map(|n| {
+            (
+                n["rule"].as_str().unwrap().to_string(),
+                n["summary"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // The one inline-script report from the MDN sample stays below the threshold.
+    let expected: BTreeSet<(String, String)> = [
+        (
+            "csp-enforced-violations",
+            "CSP blocked cdn.vendor.example (script-src-elem) on www.example.com 20 times \
+             in 10 min",
+        ),
+        (
+            "browser-deprecation",
+            "deprecation report on example.com: websql (removal 2020-01-01)",
+        ),
+    ]
+    .into_iter()
+    .map(|(r, s)| (r.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(summaries, expected, "{sent:#?}");
+}

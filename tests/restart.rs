@@ -246,7 +246,7 @@ async fn ingest_is_answered_while_windows_are_rebuilt() {
 fn replay_example(payloads: &[std::path::PathBuf]) -> Vec<serde_json::Value> {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
-        .args(["replay", "--config", example, "--json"])
+        .args(["replay", "--config", example, "--source", "sendgrid", "--json"])
         .env_remove("SLACK_BOT_TOKEN")
         .args(payloads)
         .output()
@@ -342,7 +342,7 @@ fn check_names_file_key_and_expectation() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("ok (1 source, 6 rules, 2 routes, 1 contact enabled)"),
+        stdout.contains("ok (2 sources, 11 rules, 2 routes, 1 contact enabled)"),
         "{stdout}"
     );
 }
