@@ -28,7 +28,9 @@ kind = "each"
 match = { kinds = ["csp.violation"] }
 group_by = ["directive", "blocked", "disposition", "host", "path"]
 window = "1h"
-summary = "{{labels.disposition}} {{labels.directive}} blocked {{labels.blocked}} on {{labels.host}}{{labels.path}}"
+summary = """\
+  {{labels.disposition}} {{labels.directive}} blocked {{labels.blocked}} \
+  on {{labels.host}}{{labels.path}}"""
 
 [[rules]]
 name = "report"
@@ -36,7 +38,9 @@ kind = "each"
 match = { kinds = ["browser.deprecation", "browser.intervention", "browser.network_error"] }
 group_by = ["feature", "error", "status", "host", "path"]
 window = "1h"
-summary = "{{event.type}} {{labels.feature}}{{labels.error}}{{labels.status}} on {{labels.host}}{{labels.path}}"
+summary = """\
+  {{event.type}} {{labels.feature}}{{labels.error}}{{labels.status}} \
+  on {{labels.host}}{{labels.path}}"""
 "#;
 
 fn config(fake: &SlackFake, source: &str) -> String {
@@ -75,7 +79,13 @@ async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into
         .expect("request reaches the server");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Reply {
         status,
         headers,
@@ -105,17 +115,47 @@ async fn alerts(fake: &SlackFake, count: usize) -> BTreeSet<String> {
 /// Each sample with the content type it was sent with (the manifest says so for the
 /// captured ones; the specification's for the others).
 const SAMPLES: &[(&str, &str)] = &[
-    ("mdn_report_to_single_report_object.json", "application/reports+json"),
-    ("mdn_report_uri_legacy_csp_report.json", "application/csp-report"),
-    ("nel_network_error_http_400.json", "application/reports+json"),
-    ("relay_sentry_io_chrome_real_report.json", "application/csp-report"),
+    (
+        "mdn_report_to_single_report_object.json",
+        "application/reports+json",
+    ),
+    (
+        "mdn_report_uri_legacy_csp_report.json",
+        "application/csp-report",
+    ),
+    (
+        "nel_network_error_http_400.json",
+        "application/reports+json",
+    ),
+    (
+        "relay_sentry_io_chrome_real_report.json",
+        "application/csp-report",
+    ),
     ("reporting_api_deprecation.json", "application/reports+json"),
-    ("reporting_api_intervention.json", "application/reports+json"),
-    ("tollmanz_chrome40_effective_directive.json", "application/csp-report"),
-    ("tollmanz_firefox32_no_original_policy.json", "application/json"),
-    ("tollmanz_safari61_empty_blocked_uri.json", "application/json"),
-    ("wtf_android_webview_pseudo_scheme.json", "application/csp-report"),
-    ("wtf_chrome_extension_scheme_only.json", "application/csp-report"),
+    (
+        "reporting_api_intervention.json",
+        "application/reports+json",
+    ),
+    (
+        "tollmanz_chrome40_effective_directive.json",
+        "application/csp-report",
+    ),
+    (
+        "tollmanz_firefox32_no_original_policy.json",
+        "application/json",
+    ),
+    (
+        "tollmanz_safari61_empty_blocked_uri.json",
+        "application/json",
+    ),
+    (
+        "wtf_android_webview_pseudo_scheme.json",
+        "application/csp-report",
+    ),
+    (
+        "wtf_chrome_extension_scheme_only.json",
+        "application/csp-report",
+    ),
     ("wtf_facebook_inapp_eval.json", "application/csp-report"),
     ("wtf_opera_mini_js_inject.json", "application/csp-report"),
 ];
@@ -157,13 +197,25 @@ async fn every_sample_is_taken_and_alerts() {
     server.running.stop().await;
 }
 
-const B08_BODY: &str = r#"[{"age":12,"type":"csp-violation","url":"https://app.example.com/login","user_agent":"Mozilla/5.0 (test)","body":{"documentURL":"https://app.example.com/login","blockedURL":"https://cdn.example.net/x.js","effectiveDirective":"script-src-elem","originalPolicy":"script-src 'self'; report-to csp","disposition":"enforce","statusCode":200,"sample":"","lineNumber":10,"columnNumber":5,"sourceFile":"https://app.example.com/login"}},
- {"age":3,"type":"deprecation","url":"https://app.example.com/","body":{"id":"OldApi","message":"test deprecation"}}]"#;
+/// A field case's input (`tests/fixtures/csp/cases/`).
+fn case(name: &str) -> String {
+    String::from_utf8(sample(&format!("csp/cases/{name}"))).unwrap()
+}
+
+/// B08: a Reporting API batch, a violation and a deprecation.
+fn b08_body() -> String {
+    case("b08_reporting_api_array.json")
+}
 
 /// The B08 violation as `report-uri` sends it.
-const B08_AS_LEGACY: &str = r#"{"csp-report":{"document-uri":"https://app.example.com/login","referrer":"","blocked-uri":"https://cdn.example.net/x.js","violated-directive":"script-src-elem","effective-directive":"script-src-elem","original-policy":"script-src 'self'; report-to csp","disposition":"enforce","status-code":200,"script-sample":"","line-number":10,"column-number":5,"source-file":"https://app.example.com/login"}}"#;
+fn b08_as_legacy() -> String {
+    case("b08_as_legacy.json")
+}
 
-const B09_BODY: &str = r#"{"csp-report":{"blocked-uri":"self","document-uri":"https://app.example.com/","original-policy":"default-src 'none'; script-src https://app.example.com; report-uri https://bot.example.com/csp","referrer":"","violated-directive":"script-src https://app.example.com"}}"#;
+/// B09: Firefox's legacy report, without effective-directive, `self` blocked.
+fn b09_body() -> String {
+    case("b09_firefox_legacy.json")
+}
 
 fn app_source(extra: &str) -> String {
     format!(
@@ -178,25 +230,41 @@ async fn b08_reporting_api_batch_and_its_legacy_twin() {
     let server = start_server(&config(&fake, &app_source("")), clock::fixed(NOW_MS)).await;
     let url = format!("{}/ingest/csp", server.base);
 
-    let reply = post(&url, "application/reports+json", B08_BODY).await;
+    let reply = post(&url, "application/reports+json", b08_body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let answer = reply.json();
-    assert_eq!((answer["accepted"].as_u64(), answer["skipped"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["skipped"].as_u64()),
+        (Some(2), Some(0))
+    );
 
     // The same violation in legacy form is the same event: counted once.
-    let reply = post(&url, "application/csp-report", B08_AS_LEGACY).await;
+    let reply = post(&url, "application/csp-report", b08_as_legacy()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["duplicates"], 1, "{}", reply.text());
 
     // The shape comes from the body: any of the three content types reads either.
     for content_type in ["application/json", "application/csp-report"] {
-        let reply = post(&url, content_type, B08_BODY).await;
+        let reply = post(&url, content_type, b08_body()).await;
         assert_eq!(reply.status, 200, "{content_type}: {}", reply.text());
-        assert_eq!(reply.json()["duplicates"], 2, "{content_type}: {}", reply.text());
+        assert_eq!(
+            reply.json()["duplicates"],
+            2,
+            "{content_type}: {}",
+            reply.text()
+        );
     }
-    for content_type in ["application/reports+json; charset=utf-8", "application/json"] {
-        let reply = post(&url, content_type, B08_AS_LEGACY).await;
-        assert_eq!(reply.json()["duplicates"], 1, "{content_type}: {}", reply.text());
+    for content_type in [
+        "application/reports+json; charset=utf-8",
+        "application/json",
+    ] {
+        let reply = post(&url, content_type, b08_as_legacy()).await;
+        assert_eq!(
+            reply.json()["duplicates"],
+            1,
+            "{content_type}: {}",
+            reply.text()
+        );
     }
 
     let expected: BTreeSet<String> = [
@@ -217,7 +285,7 @@ async fn b09_firefox_legacy_report_is_taken() {
     let reply = post(
         &format!("{}/ingest/csp", server.base),
         "application/csp-report",
-        B09_BODY,
+        b09_body(),
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -233,47 +301,80 @@ async fn bad_requests_get_a_clear_answer() {
     let text = config(&fake, &app_source("max_body_bytes = 2048"));
     let server = start_server(&text, clock::fixed(NOW_MS)).await;
     let url = format!("{}/ingest/csp", server.base);
-    let error = |reply: &Reply| reply.json()["error"].as_str().unwrap_or_default().to_string();
+    let error = |reply: &Reply| {
+        reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
 
-    let reply = post(&url, "text/plain", B09_BODY).await;
+    let reply = post(&url, "text/plain", b09_body()).await;
     assert_eq!(reply.status, 415);
-    assert!(error(&reply).contains("\"text/plain\" is not a report"), "{}", error(&reply));
-    let reply = send("POST", &url, &[], B09_BODY).await;
+    assert!(
+        error(&reply).contains("\"text/plain\" is not a report"),
+        "{}",
+        error(&reply)
+    );
+    let reply = send("POST", &url, &[], b09_body()).await;
     assert_eq!(reply.status, 415);
-    assert!(error(&reply).contains("no Content-Type"), "{}", error(&reply));
+    assert!(
+        error(&reply).contains("no Content-Type"),
+        "{}",
+        error(&reply)
+    );
 
-    let reply = post(&url, "application/csp-report", &B09_BODY[..60]).await;
+    let reply = post(&url, "application/csp-report", b09_body()[..60].to_string()).await;
     assert_eq!(reply.status, 400);
     assert!(error(&reply).contains("not JSON"), "{}", error(&reply));
 
-    let big = format!("[{}]", vec![B09_BODY; 20].join(","));
+    let big = format!("[{}]", vec![b09_body(); 20].join(","));
     let reply = post(&url, "application/reports+json", big).await;
     assert_eq!(reply.status, 413);
     assert!(error(&reply).contains("2048 bytes"), "{}", error(&reply));
 
     // Invalid UTF-8 in one report of a batch costs that report only.
-    let mut body = format!("[{B09_BODY},").into_bytes();
-    body.extend_from_slice(b"{\"csp-report\":{\"document-uri\":\"https://app.example.com/\xff\"}}]");
+    let mut body = format!("[{},", b09_body()).into_bytes();
+    body.extend_from_slice(
+        b"{\"csp-report\":{\"document-uri\":\"https://app.example.com/\xff\"}}]",
+    );
     let reply = post(&url, "application/reports+json", body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!((reply.json()["accepted"].as_u64(), reply.json()["skipped"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            reply.json()["accepted"].as_u64(),
+            reply.json()["skipped"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
 
     // Reports about other sites' pages: refused alone, skipped and counted in a batch.
-    let foreign = B09_BODY.replace("https://app.example.com/\"", "https://evil.example/\"");
+    let foreign = b09_body().replace("https://app.example.com/\"", "https://evil.example/\"");
     let reply = post(&url, "application/csp-report", foreign.clone()).await;
     assert_eq!(reply.status, 403);
-    assert!(error(&reply).contains("https://evil.example"), "{}", error(&reply));
-    let mixed = format!("[{foreign},{B08_AS_LEGACY}]");
+    assert!(
+        error(&reply).contains("https://evil.example"),
+        "{}",
+        error(&reply)
+    );
+    let mixed = format!("[{foreign},{}]", b08_as_legacy());
     let reply = post(&url, "application/reports+json", mixed).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let answer = reply.json();
-    assert_eq!((answer["accepted"].as_u64(), answer["skipped"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["skipped"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(
         answer["skipped_reasons"][0],
         "report 0: pages at https://evil.example is not in allowed_origins"
     );
 
-    let reply = post(&format!("{}/ingest/nope", server.base), "application/json", "{}").await;
+    let reply = post(
+        &format!("{}/ingest/nope", server.base),
+        "application/json",
+        "{}",
+    )
+    .await;
     assert_eq!(reply.status, 404);
     server.running.stop().await;
 }
@@ -285,20 +386,27 @@ async fn a_client_sending_too_fast_gets_429_with_retry_after() {
     let server = start_server(&config(&fake, &app_source(limits)), clock::fixed(NOW_MS)).await;
     let url = format!("{}/ingest/csp", server.base);
     for _ in 0..2 {
-        let reply = post(&url, "application/csp-report", B09_BODY).await;
+        let reply = post(&url, "application/csp-report", b09_body()).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     // The clock stands still, so no token comes back: one comes every 10 s.
-    let reply = post(&url, "application/csp-report", B09_BODY).await;
+    let reply = post(&url, "application/csp-report", b09_body()).await;
     assert_eq!(reply.status, 429, "{}", reply.text());
     assert_eq!(reply.headers["retry-after"], "10");
-    assert!(reply.text().contains("too many reports"), "{}", reply.text());
+    assert!(
+        reply.text().contains("too many reports"),
+        "{}",
+        reply.text()
+    );
     // A proxy's header is not trusted unless configured: still the same client.
     let reply = send(
         "POST",
         &url,
-        &[("content-type", "application/json"), ("x-forwarded-for", "192.0.2.7")],
-        B09_BODY,
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "192.0.2.7"),
+        ],
+        b09_body(),
     )
     .await;
     assert_eq!(reply.status, 429);
@@ -314,8 +422,11 @@ async fn behind_a_proxy_its_header_names_the_client() {
     let from = |client: &'static str| {
         let url = url.clone();
         async move {
-            let headers = [("content-type", "application/json"), ("x-forwarded-for", client)];
-            send("POST", &url, &headers, B09_BODY).await.status
+            let headers = [
+                ("content-type", "application/json"),
+                ("x-forwarded-for", client),
+            ];
+            send("POST", &url, &headers, b09_body()).await.status
         }
     };
     assert_eq!(from("203.0.113.9, 192.0.2.1").await, 200);
@@ -327,7 +438,10 @@ async fn behind_a_proxy_its_header_names_the_client() {
 #[tokio::test]
 async fn reporting_api_preflight_and_allow_origin() {
     let fake = SlackFake::start().await;
-    let sources = format!("{}\n[sources.sendgrid]\ntype = \"sendgrid\"", app_source(""));
+    let sources = format!(
+        "{}\n[sources.sendgrid]\ntype = \"sendgrid\"",
+        app_source("")
+    );
     let server = start_server(&config(&fake, &sources), clock::system()).await;
     let url = format!("{}/ingest/csp", server.base);
     let preflight = |url: String, origin: &'static str| async move {
@@ -351,7 +465,10 @@ async fn reporting_api_preflight_and_allow_origin() {
         header(&reply, "access-control-allow-origin").as_deref(),
         Some("https://app.example.com")
     );
-    assert_eq!(header(&reply, "access-control-allow-methods").as_deref(), Some("POST"));
+    assert_eq!(
+        header(&reply, "access-control-allow-methods").as_deref(),
+        Some("POST")
+    );
     assert_eq!(
         header(&reply, "access-control-allow-headers").as_deref(),
         Some("content-type")
@@ -362,10 +479,20 @@ async fn reporting_api_preflight_and_allow_origin() {
     let reply = preflight(url.clone(), "https://evil.example").await;
     assert_eq!(reply.status, 403);
     assert!(header(&reply, "access-control-allow-origin").is_none());
-    let reply = preflight(format!("{}/ingest/sendgrid", server.base), "https://app.example.com")
-        .await;
-    assert_eq!(reply.status, 403, "provider webhooks take no posts from pages");
-    let reply = preflight(format!("{}/ingest/nope", server.base), "https://app.example.com").await;
+    let reply = preflight(
+        format!("{}/ingest/sendgrid", server.base),
+        "https://app.example.com",
+    )
+    .await;
+    assert_eq!(
+        reply.status, 403,
+        "provider webhooks take no posts from pages"
+    );
+    let reply = preflight(
+        format!("{}/ingest/nope", server.base),
+        "https://app.example.com",
+    )
+    .await;
     assert_eq!(reply.status, 404);
 
     // The POST itself carries the header the browser checks.
@@ -373,13 +500,13 @@ async fn reporting_api_preflight_and_allow_origin() {
         ("content-type", "application/reports+json"),
         ("origin", "https://app.example.com"),
     ];
-    let reply = send("POST", &url, &headers, B08_BODY).await;
+    let reply = send("POST", &url, &headers, b08_body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         header(&reply, "access-control-allow-origin").as_deref(),
         Some("https://app.example.com")
     );
-    let reply = post(&url, "application/csp-report", B09_BODY).await;
+    let reply = post(&url, "application/csp-report", b09_body()).await;
     assert!(header(&reply, "access-control-allow-origin").is_none());
     server.running.stop().await;
 }

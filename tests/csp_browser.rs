@@ -83,12 +83,10 @@ fn launch(binary: &Path, profile: &Path, url: &str) -> Browser {
 
 /// Listens on a loopback port and forwards each connection, TLS removed, to `target`.
 async fn tls_proxy(target: SocketAddr) -> SocketAddr {
-    let certificate = rustls::pki_types::CertificateDer::from(sample(
-        "csp_browser/loopback_cert.der",
-    ));
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        sample("csp_browser/loopback_key.pk8.der").into(),
-    );
+    let certificate =
+        rustls::pki_types::CertificateDer::from(sample("csp_browser/loopback_cert.der"));
+    let key =
+        rustls::pki_types::PrivateKeyDer::Pkcs8(sample("csp_browser/loopback_key.pk8.der").into());
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(vec![certificate], key)
@@ -145,7 +143,10 @@ fn page_app(page_port: u16, backchannel: &str) -> Router {
                             (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
                             (header::CONTENT_SECURITY_POLICY, enforced),
                             (header::CONTENT_SECURITY_POLICY_REPORT_ONLY, report_only),
-                            (header::HeaderName::from_static("reporting-endpoints"), endpoints),
+                            (
+                                header::HeaderName::from_static("reporting-endpoints"),
+                                endpoints,
+                            ),
                         ],
                         html,
                     )
@@ -153,7 +154,10 @@ fn page_app(page_port: u16, backchannel: &str) -> Router {
                 }
             }),
         )
-        .route("/pixel.png", get(|| async { axum::http::StatusCode::NO_CONTENT }))
+        .route(
+            "/pixel.png",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +193,9 @@ kind = "each"
 match = {{ kinds = ["csp.violation"] }}
 group_by = ["directive", "blocked", "disposition", "host", "path"]
 window = "1h"
-summary = "{{{{event.format}}}} {{{{labels.disposition}}}} {{{{labels.directive}}}} blocked {{{{labels.blocked}}}} on {{{{labels.host}}}}{{{{labels.path}}}}"
+summary = """\
+  {{{{event.format}}}} {{{{labels.disposition}}}} {{{{labels.directive}}}} \
+  blocked {{{{labels.blocked}}}} on {{{{labels.host}}}}{{{{labels.path}}}}"""
 "#,
         fake.api_url()
     );
@@ -239,6 +245,9 @@ summary = "{{{{event.format}}}} {{{{labels.disposition}}}} {{{{labels.directive}
         .iter()
         .map(|r| r.body["blocks"].to_string())
         .collect();
-    assert!(blocks.iter().all(|b| !b.contains("visitor=42")), "{blocks:#?}");
+    assert!(
+        blocks.iter().all(|b| !b.contains("visitor=42")),
+        "{blocks:#?}"
+    );
     server.running.stop().await;
 }

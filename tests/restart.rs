@@ -246,7 +246,9 @@ async fn ingest_is_answered_while_windows_are_rebuilt() {
 fn replay_example(payloads: &[std::path::PathBuf]) -> Vec<serde_json::Value> {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_backchannel"))
-        .args(["replay", "--config", example, "--source", "sendgrid", "--json"])
+        .args([
+            "replay", "--config", example, "--source", "sendgrid", "--json",
+        ])
         .env_remove("SLACK_BOT_TOKEN")
         .args(payloads)
         .output()

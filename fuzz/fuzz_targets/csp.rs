@@ -10,9 +10,8 @@ use libfuzzer_sys::fuzz_target;
 
 static ANY: LazyLock<AllowedOrigins> =
     LazyLock::new(|| AllowedOrigins::parse(&["*".to_string()]).unwrap());
-static ONE: LazyLock<AllowedOrigins> = LazyLock::new(|| {
-    AllowedOrigins::parse(&["https://app.example.com".to_string()]).unwrap()
-});
+static ONE: LazyLock<AllowedOrigins> =
+    LazyLock::new(|| AllowedOrigins::parse(&["https://app.example.com".to_string()]).unwrap());
 
 fuzz_target!(|body: &[u8]| {
     let source: Arc<str> = Arc::from("csp");

@@ -45,12 +45,9 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::D
     Router::new()
         .route(
             "/ingest/{source}",
-            post(ingest::ingest)
-                .options(cors::preflight)
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    cors::allow_origin,
-                )),
+            post(ingest::ingest).options(cors::preflight).layer(
+                axum::middleware::from_fn_with_state(state.clone(), cors::allow_origin),
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

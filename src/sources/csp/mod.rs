@@ -132,11 +132,9 @@ impl Csp {
             .and_then(|value| value.rsplit(',').next())
             .and_then(|last| {
                 let last = last.trim();
-                last.parse::<IpAddr>().ok().or_else(|| {
-                    last.parse::<std::net::SocketAddr>()
-                        .ok()
-                        .map(|a| a.ip())
-                })
+                last.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
             });
         from_header.or(request.peer)
     }
@@ -221,7 +219,14 @@ pub const CSP_VOCABULARY: Vocabulary = Vocabulary {
     provider: "CSP",
     prefix: "csp.",
     kinds: &[CSP_VIOLATION],
-    labels: &["blocked", "directive", "disposition", "host", "path", "source"],
+    labels: &[
+        "blocked",
+        "directive",
+        "disposition",
+        "host",
+        "path",
+        "source",
+    ],
 };
 
 /// What `check` knows of the other browser reports.

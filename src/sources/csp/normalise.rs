@@ -172,14 +172,32 @@ mod tests {
             (Some("chrome-extension"), "chrome-extension"),
             (Some("android-webview"), "android-webview"),
             (Some("opera://js-inject"), "opera"),
-            (Some("moz-extension://3f7a5c1e-1111-2222-3333-444455556666/x.js"), "moz-extension"),
+            (
+                Some("moz-extension://3f7a5c1e-1111-2222-3333-444455556666/x.js"),
+                "moz-extension",
+            ),
             (Some("data:image/png;base64,AAAA"), "data"),
             (Some("blob:https://app.example.com/1234"), "blob"),
-            (Some("https://cdn.example.net/x.js?v=123"), "cdn.example.net"),
-            (Some("http://baddomain.com/test.js?_=1515535030116"), "baddomain.com"),
-            (Some("https://CDN.Example.NET:8443/a"), "cdn.example.net:8443"),
-            (Some("http://raw.githubusercontent.com"), "raw.githubusercontent.com"),
-            (Some("raw.githubusercontent.com"), "raw.githubusercontent.com"),
+            (
+                Some("https://cdn.example.net/x.js?v=123"),
+                "cdn.example.net",
+            ),
+            (
+                Some("http://baddomain.com/test.js?_=1515535030116"),
+                "baddomain.com",
+            ),
+            (
+                Some("https://CDN.Example.NET:8443/a"),
+                "cdn.example.net:8443",
+            ),
+            (
+                Some("http://raw.githubusercontent.com"),
+                "raw.githubusercontent.com",
+            ),
+            (
+                Some("raw.githubusercontent.com"),
+                "raw.githubusercontent.com",
+            ),
             (Some("Inline"), "inline"),
             (Some("not a url at all"), "other"),
         ];
@@ -190,12 +208,18 @@ mod tests {
 
     #[test]
     fn directive_falls_back_to_the_violated_one() {
-        assert_eq!(directive(Some("script-src-elem"), Some("x")), "script-src-elem");
+        assert_eq!(
+            directive(Some("script-src-elem"), Some("x")),
+            "script-src-elem"
+        );
         assert_eq!(
             directive(None, Some("script-src https://app.example.com")),
             "script-src"
         );
-        assert_eq!(directive(Some(""), Some("img-src 'self' data: ")), "img-src");
+        assert_eq!(
+            directive(Some(""), Some("img-src 'self' data: ")),
+            "img-src"
+        );
         assert_eq!(directive(None, Some("font-src")), "font-src");
         assert_eq!(directive(None, None), "unknown");
         assert_eq!(directive(Some("Script-Src"), None), "script-src");
@@ -223,7 +247,10 @@ mod tests {
             ),
             ("https://example.com", ("example.com", "/")),
             ("https://example.com:443/a", ("example.com", "/a")),
-            ("https://example.com/a/b/c/d/e/f/g/h", ("example.com", "/a/b/c/d/e/f/…")),
+            (
+                "https://example.com/a/b/c/d/e/f/g/h",
+                ("example.com", "/a/b/c/d/e/f/…"),
+            ),
             ("about:blank", ("about", "about")),
             ("[Anonymised]", ("unknown", "unknown")),
         ];

@@ -121,8 +121,7 @@ mod tests {
     use super::*;
 
     fn allowed(entries: &[&str]) -> AllowedOrigins {
-        AllowedOrigins::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>())
-            .unwrap()
+        AllowedOrigins::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]

@@ -215,8 +215,8 @@ fn csp_violation(
     received_ms: i64,
 ) -> Result<Outcome, String> {
     let get = |names: &[&str]| field(body, names).and_then(text);
-    let document_url = get(&["documenturl", "documenturi"])
-        .or_else(|| envelope.and_then(|e| e.url.clone()));
+    let document_url =
+        get(&["documenturl", "documenturi"]).or_else(|| envelope.and_then(|e| e.url.clone()));
     if !allowed.allows_document(document_url.as_deref()) {
         return Ok(Outcome::Refused(refused_name(document_url.as_deref())));
     }
@@ -285,7 +285,9 @@ fn csp_violation(
     );
     put(
         "status_code",
-        field(body, &["statuscode"]).and_then(integer).map(Value::from),
+        field(body, &["statuscode"])
+            .and_then(integer)
+            .map(Value::from),
     );
     put("source_file", source_file.map(Value::from));
     put("line_number", line.map(Value::from));
@@ -392,10 +394,10 @@ fn other_report(
 /// The event kind of a Reporting API type: the documented ones by name, others as
 /// `browser.<type>` with `-` as `_`. `None` for a type that is not a plain name.
 fn kind_of(kind: &str) -> Option<Cow<'static, str>> {
-    if let Some(known) = super::KNOWN_KINDS
-        .iter()
-        .find(|k| k.strip_prefix("browser.").is_some_and(|k| k == kind.replace('-', "_")))
-    {
+    if let Some(known) = super::KNOWN_KINDS.iter().find(|k| {
+        k.strip_prefix("browser.")
+            .is_some_and(|k| k == kind.replace('-', "_"))
+    }) {
         return Some(Cow::Borrowed(known));
     }
     let valid = !kind.is_empty()

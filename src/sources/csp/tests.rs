@@ -32,6 +32,11 @@ fn sample(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A field case's input (`tests/fixtures/csp/cases/`).
+fn case(name: &str) -> String {
+    String::from_utf8(sample(&format!("cases/{name}"))).unwrap()
+}
+
 /// Kind, time and labels of an event as one line: `kind @time label=value ...`.
 fn summary(event: &ParsedEvent) -> String {
     let labels: Vec<String> = event
@@ -136,7 +141,10 @@ fn samples_keep_their_details_in_raw() {
     let sentry = parse(&sample("relay_sentry_io_chrome_real_report.json"));
     let raw = raw_json(&sentry.events[0]);
     assert_eq!(raw["format"], "report-uri");
-    assert_eq!(raw["blocked_url"], "http://baddomain.com/test.js?_=1515535030116");
+    assert_eq!(
+        raw["blocked_url"],
+        "http://baddomain.com/test.js?_=1515535030116"
+    );
     assert_eq!(raw["status_code"], 0);
     assert_eq!(raw["line_number"], 24);
     assert_eq!(raw["column_number"], 66270);
@@ -145,7 +153,10 @@ fn samples_keep_their_details_in_raw() {
 
     let safari = parse(&sample("tollmanz_safari61_empty_blocked_uri.json"));
     let raw = raw_json(&safari.events[0]);
-    assert_eq!(raw["source_file"], "safari-extension://org.openqa.selenium-r2y477l6xd");
+    assert_eq!(
+        raw["source_file"],
+        "safari-extension://org.openqa.selenium-r2y477l6xd"
+    );
     assert_eq!(raw["line_number"], 83);
     assert_eq!(raw["blocked_url"], "");
 
@@ -164,15 +175,18 @@ fn samples_keep_their_details_in_raw() {
 }
 
 /// B08: the Reporting API's array, with a report of another type next to the violation.
-const B08_BODY: &str = r#"[{"age":12,"type":"csp-violation","url":"https://app.example.com/login","user_agent":"Mozilla/5.0 (test)","body":{"documentURL":"https://app.example.com/login","blockedURL":"https://cdn.example.net/x.js","effectiveDirective":"script-src-elem","originalPolicy":"script-src 'self'; report-to csp","disposition":"enforce","statusCode":200,"sample":"","lineNumber":10,"columnNumber":5,"sourceFile":"https://app.example.com/login"}},
- {"age":3,"type":"deprecation","url":"https://app.example.com/","body":{"id":"OldApi","message":"test deprecation"}}]"#;
+fn b08_body() -> String {
+    case("b08_reporting_api_array.json")
+}
 
 /// The B08 violation as `report-uri` sends it (hyphenated keys, no envelope).
-const B08_AS_LEGACY: &str = r#"{"csp-report":{"document-uri":"https://app.example.com/login","referrer":"","blocked-uri":"https://cdn.example.net/x.js","violated-directive":"script-src-elem","effective-directive":"script-src-elem","original-policy":"script-src 'self'; report-to csp","disposition":"enforce","status-code":200,"script-sample":"","line-number":10,"column-number":5,"source-file":"https://app.example.com/login"}}"#;
+fn b08_as_legacy() -> String {
+    case("b08_as_legacy.json")
+}
 
 #[test]
 fn b08_reporting_api_array_gives_one_violation() {
-    let batch = parse(B08_BODY.as_bytes());
+    let batch = parse(b08_body().as_bytes());
     assert!(batch.skipped.is_empty(), "{:?}", batch.skipped);
     let violations: Vec<&ParsedEvent> = batch
         .events
@@ -210,23 +224,28 @@ fn comparable(event: &ParsedEvent) -> (String, i64, Vec<(String, String)>, Value
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    (event.event.kind.to_string(), event.event.time_ms, labels, raw)
+    (
+        event.event.kind.to_string(),
+        event.event.time_ms,
+        labels,
+        raw,
+    )
 }
 
 #[test]
 fn b08_same_violation_in_legacy_form_is_the_same_event_and_key() {
     // The Reporting API report says it is 12 ms old when it arrives 12 ms after the
     // legacy one: both describe the same moment.
-    let reporting = parse_with(&any(), B08_BODY.as_bytes(), RECEIVED_MS + 12);
-    let legacy = parse_with(&any(), B08_AS_LEGACY.as_bytes(), RECEIVED_MS);
+    let reporting = parse_with(&any(), b08_body().as_bytes(), RECEIVED_MS + 12);
+    let legacy = parse_with(&any(), b08_as_legacy().as_bytes(), RECEIVED_MS);
     let (reporting, legacy) = (&reporting.events[0], &legacy.events[0]);
     assert_eq!(comparable(reporting), comparable(legacy));
     assert_eq!(reporting.keys, legacy.keys);
     assert!(reporting.keys.is_some());
     // A different violation, or the same one a minute later, is another event.
-    let other = B08_AS_LEGACY.replace("x.js", "y.js");
+    let other = b08_as_legacy().replace("x.js", "y.js");
     assert_ne!(parse(other.as_bytes()).events[0].keys, legacy.keys);
-    let later = parse_with(&any(), B08_AS_LEGACY.as_bytes(), RECEIVED_MS + 60_000);
+    let later = parse_with(&any(), b08_as_legacy().as_bytes(), RECEIVED_MS + 60_000);
     assert_ne!(later.events[0].keys, legacy.keys);
 }
 
@@ -234,12 +253,12 @@ fn b08_same_violation_in_legacy_form_is_the_same_event_and_key() {
 fn b08_shape_is_read_from_the_body() {
     // The parser never sees the content type: the first byte decides, after
     // whitespace and a byte-order mark.
-    let padded = format!("\u{feff} \r\n\t{B08_BODY}");
+    let padded = format!("\u{feff} \r\n\t{}", b08_body());
     assert_eq!(parse(padded.as_bytes()).events.len(), 2);
-    let padded = format!("\n  {B08_AS_LEGACY}\n");
+    let padded = format!("\n  {}\n", b08_as_legacy());
     assert_eq!(parse(padded.as_bytes()).events.len(), 1);
     // Legacy reports inside an array (some proxies batch them) are read too.
-    let array = format!("[{B08_AS_LEGACY},{B08_AS_LEGACY}]");
+    let array = format!("[{legacy},{legacy}]", legacy = b08_as_legacy());
     assert_eq!(parse(array.as_bytes()).events.len(), 2);
     // The legacy fields without their wrapper.
     let bare = r#"{"document-uri":"https://app.example.com/","blocked-uri":"inline",
@@ -249,11 +268,13 @@ fn b08_shape_is_read_from_the_body() {
 }
 
 /// B09: a Firefox legacy report: no effective-directive or status-code, `self` blocked.
-const B09_BODY: &str = r#"{"csp-report":{"blocked-uri":"self","document-uri":"https://app.example.com/","original-policy":"default-src 'none'; script-src https://app.example.com; report-uri https://bot.example.com/csp","referrer":"","violated-directive":"script-src https://app.example.com"}}"#;
+fn b09_body() -> String {
+    case("b09_firefox_legacy.json")
+}
 
 #[test]
 fn b09_firefox_report_without_effective_directive() {
-    let batch = parse(B09_BODY.as_bytes());
+    let batch = parse(b09_body().as_bytes());
     assert_eq!(batch.events.len(), 1);
     let event = &batch.events[0];
     assert_eq!(event.event.label("directive"), Some("script-src"));
@@ -273,9 +294,16 @@ fn b09_firefox_report_without_effective_directive() {
         ("data", "data"),
         ("", "empty"),
     ] {
-        let body = B09_BODY.replace(r#""blocked-uri":"self""#, &format!(r#""blocked-uri":"{value}""#));
+        let body = b09_body().replace(
+            r#""blocked-uri":"self""#,
+            &format!(r#""blocked-uri":"{value}""#),
+        );
         let batch = parse(body.as_bytes());
-        assert_eq!(batch.events[0].event.label("blocked"), Some(label), "{value:?}");
+        assert_eq!(
+            batch.events[0].event.label("blocked"),
+            Some(label),
+            "{value:?}"
+        );
     }
 }
 
@@ -296,7 +324,8 @@ fn field_names_are_read_whatever_their_case() {
 #[test]
 fn other_report_types_keep_their_own_kind() {
     let body = r#"[
-        {"type":"crash","age":0,"url":"https://app.example.com/editor/12345","body":{"reason":"oom"}},
+        {"type":"crash","age":0,"url":"https://app.example.com/editor/12345",
+         "body":{"reason":"oom"}},
         {"type":"permissions-policy-violation","age":5,"url":"https://app.example.com/",
          "body":{"featureId":"geolocation","disposition":"enforce"}},
         {"type":"crash","age":0,"url":"https://app.example.com/","body":null}
@@ -316,18 +345,27 @@ fn other_report_types_keep_their_own_kind() {
 #[test]
 fn bad_reports_in_a_batch_are_skipped_and_counted() {
     let body = format!(
-        r#"[{B08_AS_LEGACY}, 7, {{"type":"Not A Name","url":"https://a.example/","body":{{}}}},
+        r#"[{legacy}, 7, {{"type":"Not A Name","url":"https://a.example/","body":{{}}}},
            {{"type":"csp-violation","url":"https://a.example/"}},
            {{"url":"https://a.example/"}}, {{"csp-report":"x"}},
            {{"type":"csp-violation","age":99999999999,"url":"https://a.example/",
-             "body":{{"blockedURL":"eval","effectiveDirective":"script-src"}}}}]"#
+             "body":{{"blockedURL":"eval","effectiveDirective":"script-src"}}}}]"#,
+        legacy = b08_as_legacy()
     );
     let batch = parse(body.as_bytes());
     assert_eq!(batch.events.len(), 2, "{:?}", batch.skipped);
     assert_eq!(batch.skipped.len(), 5, "{:?}", batch.skipped);
     assert!(batch.skipped[0].starts_with("report 1: expected a JSON object"));
-    assert!(batch.skipped[1].contains("not a name"), "{}", batch.skipped[1]);
-    assert!(batch.skipped[2].contains("without a body"), "{}", batch.skipped[2]);
+    assert!(
+        batch.skipped[1].contains("not a name"),
+        "{}",
+        batch.skipped[1]
+    );
+    assert!(
+        batch.skipped[2].contains("without a body"),
+        "{}",
+        batch.skipped[2]
+    );
     // An age no browser sends dates the report on arrival, and says so.
     assert_eq!(batch.events[1].event.time_ms, RECEIVED_MS);
     assert_eq!(batch.events[1].position, 6);
@@ -336,12 +374,16 @@ fn bad_reports_in_a_batch_are_skipped_and_counted() {
 
 #[test]
 fn invalid_utf8_costs_only_its_own_report() {
-    let mut body = format!("[{B08_AS_LEGACY},").into_bytes();
+    let mut body = format!("[{},", b08_as_legacy()).into_bytes();
     body.extend_from_slice(b"{\"csp-report\":{\"document-uri\":\"https://a.example/\xff\"}}]");
     let batch = parse(&body);
     assert_eq!(batch.events.len(), 1);
     assert_eq!(batch.skipped.len(), 1);
-    assert!(batch.skipped[0].contains("not JSON"), "{}", batch.skipped[0]);
+    assert!(
+        batch.skipped[0].contains("not JSON"),
+        "{}",
+        batch.skipped[0]
+    );
 
     let single = b"{\"csp-report\":{\"document-uri\":\"https://a.example/\xff\"}}";
     let error = parse_body(&Arc::from("csp"), &any(), single, RECEIVED_MS).unwrap_err();
@@ -374,9 +416,14 @@ fn bodies_that_are_no_report_are_refused() {
 #[test]
 fn reports_about_other_pages_are_refused_or_skipped() {
     let allowed = only(&["https://app.example.com"]);
-    assert_eq!(parse_with(&allowed, B08_AS_LEGACY.as_bytes(), RECEIVED_MS).events.len(), 1);
+    assert_eq!(
+        parse_with(&allowed, b08_as_legacy().as_bytes(), RECEIVED_MS)
+            .events
+            .len(),
+        1
+    );
 
-    let foreign = B08_AS_LEGACY.replace("https://app.example.com/login", "https://evil.example/");
+    let foreign = b08_as_legacy().replace("https://app.example.com/login", "https://evil.example/");
     let error = parse_body(&Arc::from("csp"), &allowed, foreign.as_bytes(), 0).unwrap_err();
     assert_eq!(
         error,
@@ -393,10 +440,13 @@ fn reports_about_other_pages_are_refused_or_skipped() {
         0,
     )
     .unwrap_err();
-    assert!(matches!(anonymised, SourceError::Forbidden(_)), "{anonymised:?}");
+    assert!(
+        matches!(anonymised, SourceError::Forbidden(_)),
+        "{anonymised:?}"
+    );
 
     // In a batch, the others are kept and the foreign ones counted.
-    let batch_body = format!("[{B08_AS_LEGACY},{foreign}]");
+    let batch_body = format!("[{legacy},{foreign}]", legacy = b08_as_legacy());
     let batch = parse_with(&allowed, batch_body.as_bytes(), RECEIVED_MS);
     assert_eq!(batch.events.len(), 1);
     assert_eq!(
@@ -421,7 +471,10 @@ fn reports_about_other_pages_are_refused_or_skipped() {
 
 #[test]
 fn parsing_is_deterministic() {
-    for file in ["reporting_api_deprecation.json", "relay_sentry_io_chrome_real_report.json"] {
+    for file in [
+        "reporting_api_deprecation.json",
+        "relay_sentry_io_chrome_real_report.json",
+    ] {
         let body = sample(file);
         let first = parse(&body);
         let second = parse(&body);
@@ -433,11 +486,19 @@ fn parsing_is_deterministic() {
     }
 }
 
+/// Tokens reports are made of, so that generated bodies get past the first byte.
+const REPORT_TOKENS: &str = concat!(
+    r#"(csp-report|type|body|age|url|document-uri|blocked-uri|blockedURL|"|:|,"#,
+    r#"|\{|\}|\[|\]| |[a-z0-9.\-]{1,8}){0,40}"#
+);
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
     #[test]
-    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+    fn arbitrary_bytes_never_panic(
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+    ) {
         let started = std::time::Instant::now();
         let _ = parse_body(&Arc::from("csp"), &any(), &body, RECEIVED_MS);
         let _ = parse_body(&Arc::from("csp"), &only(&["https://a.example"]), &body, 0);
@@ -447,7 +508,7 @@ proptest::proptest! {
     #[test]
     fn report_like_bodies_never_panic(
         prefix in "[\\[{ ]{0,3}",
-        key in r#"(csp-report|type|body|age|url|document-uri|blocked-uri|blockedURL|"|:|,|\{|\}|\[|\]| |[a-z0-9.\-]{1,8}){0,40}"#,
+        key in REPORT_TOKENS,
     ) {
         let body = format!("{prefix}{key}");
         let _ = parse_body(&Arc::from("csp"), &any(), body.as_bytes(), RECEIVED_MS);
