@@ -9,6 +9,7 @@
 //! in `normalise.rs`; answering CORS preflights is left to `http/`, which asks
 //! [`Backchannel::cors_allow_origin`].
 
+mod json;
 mod limit;
 pub mod normalise;
 pub mod origins;
