@@ -5,6 +5,7 @@
 //! internal failures are logged once here and never echoed to the client.
 
 mod api;
+mod cors;
 mod ingest;
 pub mod serve;
 
@@ -45,7 +46,12 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: std::time::Duration) -> Router {
     let timeout_text = humantime::format_duration(timeout).to_string();
     Router::new()
-        .route("/ingest/{source}", post(ingest::ingest))
+        .route(
+            "/ingest/{source}",
+            post(ingest::ingest).options(cors::preflight).layer(
+                axum::middleware::from_fn_with_state(state.clone(), cors::allow_origin),
+            ),
+        )
         .route("/api/v1/events", get(api::events))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

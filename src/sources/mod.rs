@@ -10,6 +10,7 @@
 //! is the one place that maps a config `type` to a module.
 
 pub mod auth;
+pub mod csp;
 pub mod dmarc;
 pub mod intake;
 pub mod loose;
@@ -181,6 +182,14 @@ pub trait Backchannel: Send + Sync + fmt::Debug {
     fn bearer_token(&self) -> Option<&str> {
         None
     }
+
+    /// For a source that pages post to from their own origin (browser reports): the
+    /// `Access-Control-Allow-Origin` to answer a page of `origin` with, in a preflight
+    /// and on the POST. `None`, the default, takes no cross-origin posts from pages.
+    fn cors_allow_origin(&self, origin: &str) -> Option<String> {
+        let _ = origin;
+        None
+    }
 }
 
 /// A configured source, ready to verify and parse requests.
@@ -215,10 +224,15 @@ impl Source {
 }
 
 /// Source types `configure` knows, for the config error naming them.
-pub const TYPES: &[&str] = &["sendgrid", "dmarc"];
+pub const TYPES: &[&str] = &["sendgrid", "dmarc", "csp"];
 
 /// Kinds and labels of the providers whose sets are closed enough to warn about typos.
-pub const VOCABULARIES: &[Vocabulary] = &[sendgrid::VOCABULARY, dmarc::VOCABULARY];
+pub const VOCABULARIES: &[Vocabulary] = &[
+    sendgrid::VOCABULARY,
+    dmarc::VOCABULARY,
+    csp::CSP_VOCABULARY,
+    csp::BROWSER_VOCABULARY,
+];
 
 /// Builds the source of config type `kind` from its settings; `None` after reporting
 /// what is wrong through `settings`.
@@ -226,6 +240,7 @@ pub fn configure(kind: &str, settings: &mut SourceSettings<'_>) -> Option<Arc<dy
     match kind {
         "sendgrid" => sendgrid::configure(settings),
         "dmarc" => dmarc::configure(settings),
+        "csp" => csp::configure(settings),
         other => {
             settings.error(
                 "type",
