@@ -9,9 +9,12 @@
 //! Each provider lives in its own module and implements [`Backchannel`]; [`configure`]
 //! is the one place that maps a config `type` to a module.
 
+pub mod alertmanager;
 pub mod auth;
 pub mod loose;
+pub mod mapping;
 pub mod sendgrid;
+pub mod webhook;
 
 use std::fmt;
 use std::future::Future;
@@ -199,7 +202,7 @@ impl Source {
 }
 
 /// Source types `configure` knows, for the config error naming them.
-pub const TYPES: &[&str] = &["sendgrid"];
+pub const TYPES: &[&str] = &["sendgrid", "alertmanager", "webhook", "mapping"];
 
 /// Kinds and labels of the providers whose sets are closed enough to warn about typos.
 pub const VOCABULARIES: &[Vocabulary] = &[sendgrid::VOCABULARY];
@@ -209,6 +212,9 @@ pub const VOCABULARIES: &[Vocabulary] = &[sendgrid::VOCABULARY];
 pub fn configure(kind: &str, settings: &mut SourceSettings<'_>) -> Option<Arc<dyn Backchannel>> {
     match kind {
         "sendgrid" => sendgrid::configure(settings),
+        "alertmanager" => alertmanager::configure(settings),
+        "webhook" => webhook::configure(settings),
+        "mapping" => mapping::configure(settings),
         other => {
             settings.error(
                 "type",
