@@ -44,8 +44,9 @@ struct Settings {
     /// Kind template: a fixed prefix and `{/pointer}` placeholders,
     /// `"mailgun.{/event-data/event}"`.
     kind: String,
-    /// Pointer to the event time: epoch seconds or milliseconds, or RFC 3339 text.
-    time: Option<String>,
+    /// Pointer (or pointers, the first present wins) to the event time: epoch seconds
+    /// or milliseconds, or RFC 3339 text.
+    time: Option<OneOrMany>,
     /// `s` or `ms`, for a numeric time; unset, the magnitude decides.
     time_unit: Option<String>,
     /// Pointer (or pointers, the first present wins) to the provider's event id.
@@ -115,22 +116,26 @@ pub fn configure(settings: &mut SourceSettings<'_>) -> Option<Arc<dyn Backchanne
         }
         Some(value)
     };
-    let time = pointer("time", raw.time);
     let weight = pointer("weight", raw.weight);
     let value = pointer("value", raw.value);
     let limit = pointer("limit", raw.limit);
     let traceparent = pointer("traceparent", raw.traceparent);
     let events = pointer("events", raw.events);
-    let id = match raw.id {
-        None => Vec::new(),
-        Some(OneOrMany::One(one)) => vec![one],
-        Some(OneOrMany::Many(many)) => many,
-    };
-    for each in &id {
-        if let Err(e) = check_pointer(each) {
-            settings.error("id", e);
+    let mut pointers = |field: &str, value: Option<OneOrMany>| -> Vec<String> {
+        let all = match value {
+            None => Vec::new(),
+            Some(OneOrMany::One(one)) => vec![one],
+            Some(OneOrMany::Many(many)) => many,
+        };
+        for each in &all {
+            if let Err(e) = check_pointer(each) {
+                settings.error(field, e);
+            }
         }
-    }
+        all
+    };
+    let id = pointers("id", raw.id);
+    let time = pointers("time", raw.time);
     let mut labels = Vec::new();
     for (name, at) in raw.labels {
         let valid = !name.is_empty()

@@ -39,7 +39,9 @@ pub enum TimeUnit {
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub kind: Vec<Piece>,
-    pub time: Option<String>,
+    /// Pointers tried in order; the first that holds a value is the time (Postmark
+    /// names it after the record type: `BouncedAt`, `DeliveredAt`, ...).
+    pub time: Vec<String>,
     pub time_unit: TimeUnit,
     /// Pointers tried in order; the first that holds a value is the dedup id.
     pub id: Vec<String>,
@@ -126,18 +128,20 @@ impl Mapping {
         }
         let kind = check_kind(&kind)?;
 
-        let time_ms = match &self.time {
-            None => received_ms,
-            Some(pointer) => match item.pointer(pointer).and_then(|v| self.time_of(v)) {
-                Some(ms) => ms,
-                None => {
-                    warnings.push(format!(
-                        "event {position}: no readable time at {pointer}; the time it arrived \
-                         is used"
-                    ));
-                    received_ms
-                }
-            },
+        let found = self
+            .time
+            .iter()
+            .find_map(|p| item.pointer(p).filter(|v| !v.is_null()));
+        let time_ms = match found.map(|v| self.time_of(v)) {
+            _ if self.time.is_empty() => received_ms,
+            Some(Some(ms)) => ms,
+            _ => {
+                warnings.push(format!(
+                    "event {position}: no readable time at {}; the time it arrived is used",
+                    self.time.join(" or ")
+                ));
+                received_ms
+            }
         };
         let number_at = |pointer: &Option<String>, name: &str| -> Result<Option<f64>, String> {
             let Some(pointer) = pointer else {
@@ -306,7 +310,7 @@ mod tests {
                 Piece::Literal("shop.".into()),
                 Piece::Pointer("/type".into()),
             ],
-            time: Some("/at".into()),
+            time: vec!["/at".into(), "/at2".into()],
             time_unit: TimeUnit::Guess,
             id: vec!["/id".into(), "/alt_id".into()],
             labels: vec![
@@ -360,6 +364,18 @@ mod tests {
             let batch = parse(&mapping, &format!(r#"{{"type":"x","at":{time}}}"#)).unwrap();
             assert_eq!(batch.events[0].event.time_ms, expected, "{time}");
         }
+        let second = parse(&mapping, r#"{"type":"x","at":null,"at2":1700000000}"#).unwrap();
+        assert_eq!(
+            second.events[0].event.time_ms, 1_700_000_000_000,
+            "the next pointer"
+        );
+        assert!(second.warnings.is_empty());
+        let unread = parse(&mapping, r#"{"type":"x","at":"soon"}"#).unwrap();
+        assert_eq!(
+            unread.warnings,
+            ["event 0: no readable time at /at or /at2; the time it \
+                                      arrived is used"]
+        );
         let seconds = Mapping {
             time_unit: TimeUnit::Seconds,
             ..mapping.clone()
