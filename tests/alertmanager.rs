@@ -415,7 +415,8 @@ summary = "{{event.annotations.summary}}"
 description = "{{event.annotations.description}}"
 "#;
     let server = start_server(&config(&fake, "", true, rules), clock::system()).await;
-    let body = json!({"receiver":"slack-ops","status":"firing","groupLabels":{"alertname":"JobFailed"},
+    let body = json!({"receiver":"slack-ops","status":"firing",
+        "groupLabels":{"alertname":"JobFailed"},
         "commonLabels":{"alertname":"JobFailed","severity":"critical"},
         "alerts":[{"status":"firing","labels":{"alertname":"JobFailed","job":"nightly-build"},
           "annotations":{"summary":"S".repeat(200),"description":"x".repeat(3500)},

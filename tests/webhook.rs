@@ -18,6 +18,9 @@ use support::{SlackFake, TestServer, start_server};
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW_S: i64 = 1_700_000_000;
 
+/// Header name and value, as `signed` builds them.
+type Headers = Vec<(&'static str, String)>;
+
 fn config(fake: &SlackFake, source_extra: &str, rules: &str) -> String {
     format!(
         r##"
@@ -59,7 +62,7 @@ summary = "{{facts.count}} events dropped ({{labels.reason}}): {{event.attribute
 "#;
 
 /// Headers of a Standard Webhooks delivery of `body`, signed at `timestamp`.
-fn signed(id: &str, timestamp: i64, body: &str) -> Vec<(&'static str, String)> {
+fn signed(id: &str, timestamp: i64, body: &str) -> Headers {
     let secret = SigningSecret::parse(SECRET).unwrap();
     let timestamp = timestamp.to_string();
     vec![
@@ -141,7 +144,7 @@ async fn refusals_name_the_reason() {
     tampered[0].1 = "msg_3".into();
     let mut rotated = good.clone();
     rotated[2].1 = format!("v1,c2lnbmF0dXJlIGZyb20gdGhlIG9sZCBzZWNyZXQ= {}", good[2].1);
-    let cases: Vec<(Vec<(&'static str, String)>, String, u16, &str)> = vec![
+    let cases: Vec<(Headers, String, u16, &str)> = vec![
         (vec![], body.into(), 401, "missing webhook-id header"),
         (
             tampered,
