@@ -356,7 +356,7 @@ async fn credentials_are_checked_before_anything_else() {
         (
             b"{\"alerts\":[{\"no\":\"labels\"}]}".to_vec(),
             400,
-            "no alert in the batch is valid",
+            "no event in the batch is valid; first problem: alert 0: no \"labels\" object",
         ),
         (vec![b' '; 5000], 413, "4096 bytes"),
     ];
