@@ -1,5 +1,9 @@
 //! Prometheus Alertmanager's webhook receiver: optional bearer token or basic auth
 //! (what Alertmanager's `http_config` can send), then one event per alert.
+//!
+//! FIXME: an `alertmanager.resolved` event does not resolve the backchannel alert its
+//! firing raised; that alert resolves when its rule's window passes without a firing.
+//! Rules have no way to name an event that ends an alert; one would lift this.
 
 pub mod parse;
 
