@@ -9,12 +9,15 @@
 //! Each provider lives in its own module and implements [`Backchannel`]; [`configure`]
 //! is the one place that maps a config `type` to a module.
 
+pub mod alertmanager;
 pub mod auth;
 pub mod csp;
 pub mod dmarc;
 pub mod intake;
 pub mod loose;
+pub mod mapping;
 pub mod sendgrid;
+pub mod webhook;
 
 use std::fmt;
 use std::future::Future;
@@ -224,7 +227,14 @@ impl Source {
 }
 
 /// Source types `configure` knows, for the config error naming them.
-pub const TYPES: &[&str] = &["sendgrid", "dmarc", "csp"];
+pub const TYPES: &[&str] = &[
+    "sendgrid",
+    "dmarc",
+    "csp",
+    "alertmanager",
+    "webhook",
+    "mapping",
+];
 
 /// Kinds and labels of the providers whose sets are closed enough to warn about typos.
 pub const VOCABULARIES: &[Vocabulary] = &[
@@ -241,6 +251,9 @@ pub fn configure(kind: &str, settings: &mut SourceSettings<'_>) -> Option<Arc<dy
         "sendgrid" => sendgrid::configure(settings),
         "dmarc" => dmarc::configure(settings),
         "csp" => csp::configure(settings),
+        "alertmanager" => alertmanager::configure(settings),
+        "webhook" => webhook::configure(settings),
+        "mapping" => mapping::configure(settings),
         other => {
             settings.error(
                 "type",
