@@ -10,6 +10,7 @@
 //! is the one place that maps a config `type` to a module.
 
 pub mod auth;
+pub mod aws;
 pub mod loose;
 pub mod sendgrid;
 
@@ -199,16 +200,19 @@ impl Source {
 }
 
 /// Source types `configure` knows, for the config error naming them.
-pub const TYPES: &[&str] = &["sendgrid"];
+pub const TYPES: &[&str] = &["sendgrid", "sns", "eventbridge"];
 
 /// Kinds and labels of the providers whose sets are closed enough to warn about typos.
-pub const VOCABULARIES: &[Vocabulary] = &[sendgrid::VOCABULARY];
+pub const VOCABULARIES: &[Vocabulary] =
+    &[sendgrid::VOCABULARY, aws::VOCABULARY, aws::SES_VOCABULARY];
 
 /// Builds the source of config type `kind` from its settings; `None` after reporting
 /// what is wrong through `settings`.
 pub fn configure(kind: &str, settings: &mut SourceSettings<'_>) -> Option<Arc<dyn Backchannel>> {
     match kind {
         "sendgrid" => sendgrid::configure(settings),
+        "sns" => aws::configure_sns(settings),
+        "eventbridge" => aws::configure_eventbridge(settings),
         other => {
             settings.error(
                 "type",
