@@ -14,8 +14,11 @@ use super::parse::{Outer, clean, event_time, text_of};
 use crate::event::{Event, Label};
 use crate::sources::{DedupKeys, dedup_key};
 
+/// Label name and the detail field it is read from.
+type DetailLabels = &'static [(&'static str, &'static str)];
+
 /// Detail-type to kind, and the detail fields each kind turns into labels.
-const KINDS: &[(&str, &str, &[(&str, &str)])] = &[
+const KINDS: &[(&str, &str, DetailLabels)] = &[
     (
         "EC2 Spot Instance Interruption Warning",
         "aws.spot_interruption",
@@ -65,7 +68,10 @@ const LIFECYCLE: &[(&str, &str)] = &[
 /// Detail fields some detail-types carry under one spelling or another, read for every
 /// kind.
 const COMMON: &[(&str, &[&str])] = &[
-    ("instance_type", &["instance-type", "instanceType", "InstanceType"]),
+    (
+        "instance_type",
+        &["instance-type", "instanceType", "InstanceType"],
+    ),
     (
         "availability_zone",
         &["availability-zone", "availabilityZone", "AvailabilityZone"],
@@ -147,7 +153,11 @@ mod tests {
     }
 
     fn labels(event: &Event) -> Vec<String> {
-        event.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        event
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
     }
 
     #[test]
@@ -164,8 +174,14 @@ mod tests {
             ]
         );
         assert_eq!(event.time_ms, 77, "the 1970 placeholder time is not used");
-        assert_eq!(event.provider_id.as_deref(), Some("1e5527d7-bb36-4607-3370-4164db56a40e"));
-        assert!(event.raw.contains("i-0b662ef9931388ba0"), "the instance stays an attribute");
+        assert_eq!(
+            event.provider_id.as_deref(),
+            Some("1e5527d7-bb36-4607-3370-4164db56a40e")
+        );
+        assert!(
+            event.raw.contains("i-0b662ef9931388ba0"),
+            "the instance stays an attribute"
+        );
     }
 
     #[test]
@@ -175,7 +191,11 @@ mod tests {
         assert_eq!(event.time_ms, 1_603_721_654_000);
         assert_eq!(
             labels(&event),
-            ["account=123456789012", "event_source=aws.ec2", "region=us-east-1"]
+            [
+                "account=123456789012",
+                "event_source=aws.ec2",
+                "region=us-east-1"
+            ]
         );
     }
 
@@ -200,13 +220,25 @@ mod tests {
     fn lifecycle_actions() {
         let terminate = parse("eventbridge_asg_terminate_lifecycle_anth.json", 0);
         assert_eq!(terminate.kind, "aws.autoscaling_lifecycle");
-        assert_eq!(terminate.label("transition"), Some("autoscaling:EC2_INSTANCE_TERMINATING"));
-        assert_eq!(terminate.label("auto_scaling_group"), Some("testt1.demo-0a20f32c.kops.sh"));
-        assert_eq!(terminate.label("lifecycle_hook"), Some("cluster-termination-handler"));
+        assert_eq!(
+            terminate.label("transition"),
+            Some("autoscaling:EC2_INSTANCE_TERMINATING")
+        );
+        assert_eq!(
+            terminate.label("auto_scaling_group"),
+            Some("testt1.demo-0a20f32c.kops.sh")
+        );
+        assert_eq!(
+            terminate.label("lifecycle_hook"),
+            Some("cluster-termination-handler")
+        );
         assert_eq!(terminate.label("origin"), None);
 
         let launch = parse("eventbridge_asg_warm_pool_launch_lifecycle.json", 0);
-        assert_eq!(launch.label("transition"), Some("autoscaling:EC2_INSTANCE_LAUNCHING"));
+        assert_eq!(
+            launch.label("transition"),
+            Some("autoscaling:EC2_INSTANCE_LAUNCHING")
+        );
         assert_eq!(launch.label("origin"), Some("WarmPool"));
         assert_eq!(launch.label("destination"), Some("AutoScalingGroup"));
         assert_eq!(launch.label("region"), Some("us-west-2"));
@@ -229,8 +261,15 @@ mod tests {
         let other = &batch.events[1].event;
         assert_eq!(other.kind, "aws.event");
         assert_eq!(other.label("detail_type"), Some("Glue Job State Change"));
-        assert_eq!(other.label("state"), None, "unknown detail fields are not labels");
+        assert_eq!(
+            other.label("state"),
+            None,
+            "unknown detail fields are not labels"
+        );
         assert_eq!(other.time_ms, 5);
-        assert!(batch.events[1].keys.is_some(), "an event without id counts by content");
+        assert!(
+            batch.events[1].keys.is_some(),
+            "an event without id counts by content"
+        );
     }
 }

@@ -135,7 +135,10 @@ impl Fetcher {
                 .header("host", url.host_str().unwrap_or_default());
         }
         let request = request
-            .header("user-agent", concat!("backchannel/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "user-agent",
+                concat!("backchannel/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::new())
             .map_err(|e| FetchError::Unreachable(shown(url), e.to_string()))?;
         let unreachable = |e: String| FetchError::Unreachable(shown(url), e);
@@ -162,7 +165,7 @@ impl Fetcher {
 /// A URL as it may be shown to the sender and in logs: without its query, which for
 /// `SubscribeURL` holds the confirmation token.
 fn shown(url: &url::Url) -> String {
-    format!("{}", &url[..url::Position::AfterPath])
+    url[..url::Position::AfterPath].to_string()
 }
 
 /// The RSA key and validity of the first certificate in a PEM document.
@@ -212,14 +215,73 @@ mod tests {
         assert!(signing_key_from_pem(b"").is_err());
         assert!(signing_key_from_pem(b"<html>not found</html>").is_err());
         let key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(signing_key_from_pem(key).unwrap_err().contains("PRIVATE KEY"));
+        assert!(
+            signing_key_from_pem(key)
+                .unwrap_err()
+                .contains("PRIVATE KEY")
+        );
         let junk = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(signing_key_from_pem(junk).is_err());
     }
 
     #[test]
     fn the_shown_url_drops_the_query() {
-        let url = url::Url::parse("https://sns.us-east-1.amazonaws.com/?Action=X&Token=s3").unwrap();
+        let url =
+            url::Url::parse("https://sns.us-east-1.amazonaws.com/?Action=X&Token=s3").unwrap();
         assert_eq!(shown(&url), "https://sns.us-east-1.amazonaws.com/");
+    }
+
+    /// Every path answers with the real certificate; counts the requests.
+    async fn certificate_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let pem = std::fs::read(REAL_CERT).unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(pem.clone())
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, hits)
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_by_url_and_bounded() {
+        crate::install_crypto_provider();
+        let (addr, hits) = certificate_server().await;
+        let fetcher = Fetcher::new(Some(addr));
+        let url = |n: usize| {
+            url::Url::parse(&format!("https://sns.us-east-1.amazonaws.com/cert-{n}.pem")).unwrap()
+        };
+        for n in 0..CACHE_ENTRIES + 8 {
+            fetcher.signing_key(&url(n)).await.unwrap();
+            fetcher.signing_key(&url(n)).await.unwrap();
+        }
+        let fetched = hits.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            fetched,
+            CACHE_ENTRIES + 8,
+            "each URL once while it is cached"
+        );
+        assert_eq!(fetcher.cached_certificates(), CACHE_ENTRIES);
+        // The oldest entries made room for the newest.
+        fetcher.signing_key(&url(0)).await.unwrap();
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), fetched + 1);
+        fetcher.signing_key(&url(CACHE_ENTRIES + 7)).await.unwrap();
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), fetched + 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable() {
+        crate::install_crypto_provider();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let fetcher = Fetcher::new(Some(addr));
+        let url = url::Url::parse("https://sns.us-east-1.amazonaws.com/?Action=X&Token=t").unwrap();
+        let error = fetcher.confirm(&url).await.unwrap_err();
+        assert!(matches!(error, FetchError::Unreachable(..)), "{error}");
+        assert!(!error.to_string().contains("Token"), "{error}");
     }
 }

@@ -38,8 +38,9 @@ pub fn parse_sns_body(
     received_ms: i64,
 ) -> Result<ParsedBatch, SourceError> {
     let envelope = Envelope::from_body(body).map_err(SourceError::BadRequest)?;
-    let raw = std::str::from_utf8(body)
-        .map_err(|e| SourceError::BadRequest(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let raw = std::str::from_utf8(body).map_err(|e| {
+        SourceError::BadRequest(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
     let raw = raw.strip_prefix('\u{feff}').unwrap_or(raw);
     let message_id = envelope.message_id.as_deref().unwrap_or_default();
     let topic_arn = envelope.topic_arn.as_deref().unwrap_or_default();
@@ -111,7 +112,8 @@ fn inner_events(outer: &Outer<'_>, message: &str) -> Option<ParsedBatch> {
             keys: event.1,
         });
     } else if ses::is_notification(&value) {
-        for (position, (event, keys)) in ses::events(outer, &value).into_iter().enumerate() {
+        for (position, (event, keys)) in ses::events(outer, message, &value).into_iter().enumerate()
+        {
             batch.events.push(ParsedEvent {
                 position: position as u32,
                 event,
@@ -131,8 +133,9 @@ pub fn parse_eventbridge_body(
     received_ms: i64,
 ) -> Result<ParsedBatch, SourceError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let text = std::str::from_utf8(body)
-        .map_err(|e| SourceError::BadRequest(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let text = std::str::from_utf8(body).map_err(|e| {
+        SourceError::BadRequest(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
     let first = text.trim_start().as_bytes().first().copied();
     let elements: Vec<&str> = match first {
         Some(b'{') => vec![text.trim()],
@@ -183,7 +186,10 @@ pub fn parse_eventbridge_body(
 
 /// `topic`: the name part of a topic ARN (`arn:aws:sns:region:account:name`).
 fn topic_label(arn: &str) -> Option<Label> {
-    let name = arn.rsplit(':').next().filter(|n| !n.is_empty() && arn.starts_with("arn:"))?;
+    let name = arn
+        .rsplit(':')
+        .next()
+        .filter(|n| !n.is_empty() && arn.starts_with("arn:"))?;
     Some((Cow::Borrowed("topic"), Cow::Owned(clean(name, 256))))
 }
 
@@ -297,7 +303,10 @@ mod tests {
                     "TopicArn":"arn:aws:sns:us-east-1:1:t","Timestamp":"x"}}"#
             );
             let batch = parse_sns_body(&source(), body.as_bytes(), 9).unwrap();
-            assert_eq!(batch.events[0].event.kind, "aws.sns_notification", "{message}");
+            assert_eq!(
+                batch.events[0].event.kind, "aws.sns_notification",
+                "{message}"
+            );
             assert_eq!(batch.events[0].event.time_ms, 9, "an unreadable Timestamp");
         }
     }
@@ -309,8 +318,18 @@ mod tests {
         let batch = parse_eventbridge_body(&source(), two, 0).unwrap();
         assert_eq!(batch.events.len(), 1);
         assert_eq!(batch.skipped.len(), 2, "{:?}", batch.skipped);
-        for bad in [&b""[..], b"  ", b"\"text\"", b"{\"a\":1}", b"{\"detail-type\":", b"\xff{"] {
-            assert!(parse_eventbridge_body(&source(), bad, 0).is_err(), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"  ",
+            b"\"text\"",
+            b"{\"a\":1}",
+            b"{\"detail-type\":",
+            b"\xff{",
+        ] {
+            assert!(
+                parse_eventbridge_body(&source(), bad, 0).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -320,5 +339,150 @@ mod tests {
         assert_eq!(labels.len(), 2);
         assert!(arn_labels("arn:aws:ec2:us-east-1b:instance/i-1").is_empty());
         assert_eq!(topic_label("not-an-arn"), None);
+    }
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    }
+
+    #[test]
+    fn ses_notifications_inside_sns() {
+        let bounce = parse_sns_body(
+            &source(),
+            &fixture("other/ses_sns_bounce_real_eu_west_1.json"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(bounce.events.len(), 1);
+        let event = &bounce.events[0].event;
+        assert_eq!(event.kind, "ses.bounce");
+        assert_eq!(event.label("topic"), Some("55hubs-mautic-test"));
+        assert_eq!(event.label("domain"), Some("nope.com"));
+        assert_eq!(event.label("reason"), Some("5.1.1"));
+        assert_eq!(event.label("region"), Some("eu-west-1"));
+        assert_eq!(event.label("account"), Some("918057160339"));
+        assert_eq!(event.label("from_domain"), Some("55hubs.ch"));
+        assert_eq!(event.time_ms, 1_471_419_792_776);
+        assert!(
+            event.raw.starts_with("{\"notificationType\":\"Bounce\""),
+            "{}",
+            event.raw
+        );
+
+        let complaint = parse_sns_body(
+            &source(),
+            &fixture("other/ses_sns_complaint_mailbox_simulator.json"),
+            0,
+        )
+        .unwrap();
+        let event = &complaint.events[0].event;
+        assert_eq!(event.kind, "ses.spamreport");
+        assert_eq!(event.label("domain"), Some("simulator.amazonses.com"));
+        assert_eq!(event.label("feedback_type"), Some("abuse"));
+        assert_eq!(event.label("topic"), Some("ses-complaint"));
+        assert_eq!(event.time_ms, 1_500_662_832_000);
+    }
+
+    #[test]
+    fn confirmations_are_events_of_their_own() {
+        for (file, kind) in [
+            (
+                "aws/sns_subscription_confirmation_real_eu_west_1.json",
+                "aws.sns_subscription_confirmation",
+            ),
+            (
+                "aws/sns_subscription_confirmation_docs.json",
+                "aws.sns_subscription_confirmation",
+            ),
+            (
+                "aws/sns_notification_docs.json",
+                "aws.sns_subscription_confirmation",
+            ),
+            (
+                "aws/sns_unsubscribe_confirmation_docs.json",
+                "aws.sns_unsubscribe_confirmation",
+            ),
+            (
+                "aws/sns_notification_real_signed_sha1.json",
+                "aws.sns_notification",
+            ),
+        ] {
+            let batch = parse_sns_body(&source(), &fixture(file), 0).unwrap();
+            assert_eq!(batch.events.len(), 1, "{file}");
+            assert_eq!(batch.events[0].event.kind, kind, "{file}");
+            assert!(batch.events[0].event.label("topic").is_some(), "{file}");
+        }
+    }
+
+    #[test]
+    fn an_eventbridge_event_counts_once_whichever_way_it_came() {
+        let direct = fixture("aws/eventbridge_spot_interruption_warning_anth.json");
+        let message = serde_json::to_string(std::str::from_utf8(&direct).unwrap()).unwrap();
+        let envelope = format!(
+            r#"{{"Type":"Notification","MessageId":"sns-1","Message":{message},
+                "TopicArn":"arn:aws:sns:us-east-1:123456789012:spot",
+                "Timestamp":"2024-05-01T00:00:00.000Z"}}"#
+        );
+        let via_sns = parse_sns_body(&source(), envelope.as_bytes(), 0).unwrap();
+        let posted = parse_eventbridge_body(&source(), &direct, 0).unwrap();
+        let (a, b) = (&via_sns.events[0], &posted.events[0]);
+        assert_eq!(a.event.kind, "aws.spot_interruption");
+        assert_eq!(a.keys, b.keys);
+        assert_eq!(a.event.label("topic"), Some("spot"));
+        assert_eq!(
+            a.event.raw, b.event.raw,
+            "the raw event is the EventBridge event"
+        );
+        assert_eq!(
+            a.event.time_ms, 1_714_521_600_000,
+            "placeholder time: the SNS Timestamp"
+        );
+    }
+
+    #[test]
+    fn whole_body_errors() {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"{\"Type\":\"Other\"}",
+            b"{\"Message\":\"no type\"}",
+            b"{\"Type\":\"Notification\",\"Message\":\"\xff\"}",
+        ] {
+            assert!(parse_sns_body(&source(), bad, 0).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_sns_body(&source(), &body, 0);
+            let _ = parse_eventbridge_body(&source(), &body, 0);
+            if let Ok(envelope) = Envelope::from_body(&body) {
+                let _ = envelope.string_to_sign();
+            }
+        }
+
+        #[test]
+        fn arbitrary_messages_never_panic(message in "\\PC{0,200}", kind in "(Bounce|Complaint|Delivery|Open|x)") {
+            for inner in [
+                message.clone(),
+                format!(r#"{{"detail-type":{},"detail":{{"state":{}}}}}"#,
+                    serde_json::json!(message), serde_json::json!(message)),
+                format!(r#"{{"notificationType":"{kind}","mail":{{"source":{}}},
+                    "bounce":{{"bouncedRecipients":[{{"emailAddress":{},"status":{}}}]}}}}"#,
+                    serde_json::json!(message), serde_json::json!(message), serde_json::json!(message)),
+            ] {
+                let body = serde_json::json!({
+                    "Type": "Notification", "MessageId": message, "Message": inner,
+                    "TopicArn": message, "Timestamp": message,
+                });
+                let batch = parse_sns_body(&source(), body.to_string().as_bytes(), 0).unwrap();
+                proptest::prop_assert!(!batch.events.is_empty());
+            }
+        }
     }
 }

@@ -48,7 +48,11 @@ impl Envelope {
         serde_json::from_slice(body).map_err(|e| format!("body is not an SNS message: {e}"))
     }
 
-    fn field<'a>(&'a self, name: &'static str, value: &'a Option<String>) -> Result<&'a str, String> {
+    fn field<'a>(
+        &'a self,
+        name: &'static str,
+        value: &'a Option<String>,
+    ) -> Result<&'a str, String> {
         value
             .as_deref()
             .ok_or_else(|| format!("{} message has no {name}", self.kind))
@@ -105,8 +109,7 @@ impl HostPattern {
         let valid = labels.len() >= 2
             && labels.iter().all(|l| {
                 l == "*"
-                    || (!l.is_empty()
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                    || (!l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
             });
         if !valid {
             return Err(format!(
@@ -222,8 +225,8 @@ pub async fn verify(sns: &Sns, source: &str, request: Request<'_>) -> Result<(),
             "raw message delivery carries no signature; turn it off for this subscription".into(),
         )));
     }
-    let envelope = Envelope::from_body(request.body)
-        .map_err(|e| SourceError::BadRequest(refused(e)))?;
+    let envelope =
+        Envelope::from_body(request.body).map_err(|e| SourceError::BadRequest(refused(e)))?;
     if let Some(header) = request.header("x-amz-sns-message-type")
         && header.trim() != envelope.kind
     {
@@ -353,10 +356,16 @@ mod tests {
             let envelope = Envelope::from_body(&sample(file)).unwrap();
             assert_eq!(envelope.signature_version.as_deref(), Some(version));
             let text = envelope.string_to_sign().unwrap();
-            assert!(text.starts_with("Message\nHello world\nMessageId\n"), "{text}");
+            assert!(
+                text.starts_with("Message\nHello world\nMessageId\n"),
+                "{text}"
+            );
             assert!(text.ends_with("Type\nNotification\n"), "{text}");
             let signature = envelope.signature.as_deref().unwrap();
-            assert_eq!(check_signature(version, signature, &text, &real_key()), Ok(()));
+            assert_eq!(
+                check_signature(version, signature, &text, &real_key()),
+                Ok(())
+            );
 
             // The other digest, a changed field, or another version all fail.
             let other = if version == "1" { "2" } else { "1" };
@@ -392,7 +401,15 @@ mod tests {
         let names: Vec<&str> = real.lines().step_by(2).collect();
         assert_eq!(
             names,
-            ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+            [
+                "Message",
+                "MessageId",
+                "SubscribeURL",
+                "Timestamp",
+                "Token",
+                "TopicArn",
+                "Type"
+            ]
         );
         let confirmation = text("sns_subscription_confirmation_docs.json").unwrap();
         // The message's own newline is kept as sent.
@@ -456,7 +473,10 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(timestamp_ms("2022-07-28T21:23:58.317Z"), Some(1_659_043_438_317));
+        assert_eq!(
+            timestamp_ms("2022-07-28T21:23:58.317Z"),
+            Some(1_659_043_438_317)
+        );
         assert_eq!(timestamp_ms("yesterday"), None);
     }
 }
