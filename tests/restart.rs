@@ -342,7 +342,7 @@ fn check_names_file_key_and_expectation() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("ok (1 source, 6 rules, 2 routes, 1 contact enabled)"),
+        stdout.contains("ok (3 sources, 10 rules, 2 routes, 1 contact enabled)"),
         "{stdout}"
     );
 }

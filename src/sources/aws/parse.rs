@@ -482,6 +482,13 @@ mod tests {
                 });
                 let batch = parse_sns_body(&source(), body.to_string().as_bytes(), 0).unwrap();
                 proptest::prop_assert!(!batch.events.is_empty());
+                for parsed in &batch.events {
+                    let labels = &parsed.event.labels;
+                    proptest::prop_assert!(labels.windows(2).all(|w| w[0].0 < w[1].0));
+                    // SES events are about addresses; none reaches a label.
+                    let ses = parsed.event.kind.starts_with("ses.");
+                    proptest::prop_assert!(!ses || labels.iter().all(|(_, v)| !v.contains('@')));
+                }
             }
         }
     }
