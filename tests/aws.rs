@@ -592,7 +592,8 @@ async fn b06_subscription_confirmation_as_text_plain() {
     assert_eq!(
         texts,
         [
-            "Firing [warning]: aws.sns_subscription_confirmation topic=bot-alerts account=123456789012"
+            "Firing [warning]: aws.sns_subscription_confirmation topic=bot-alerts \
+             account=123456789012"
         ]
     );
 
@@ -925,7 +926,17 @@ async fn documentation_and_captured_samples_through_a_test_source() {
             "sns.eu-west-1.amazonaws.com"
         ]
     );
-    assert!(fake.confirmations()[2].path.ends_with("Token=2336412f37fb687f5d51e6e241d44a2cbcd89f3e7ec51a160fe3cbfc82bc5853b2b75443b051bbeb52c98da19f609e9de0da18c341fe56a51b34f95203cb9bbab9fda0ba97eb5c43b3102911d6a68e05b8023efa4daeb8e217fd1c7325237d53f8e4e95fd3b0217dd13485a8f61f39478a21d55ec0a96ec0f163167053d86c76"));
+    let captured: Value = serde_json::from_slice(&sample(
+        "aws/sns_subscription_confirmation_real_eu_west_1.json",
+    ))
+    .unwrap();
+    let token = captured["Token"].as_str().unwrap();
+    assert_eq!(token.len(), 256);
+    assert!(
+        fake.confirmations()[2]
+            .path
+            .ends_with(&format!("&Token={token}"))
+    );
     let texts = slack_texts(&slack, 3).await;
     assert_eq!(
         texts,
@@ -993,7 +1004,8 @@ async fn eventbridge_api_destination_posts_each_sample() {
     let slack = SlackFake::start().await;
     let sources = "[sources.eb]\ntype = \"eventbridge\"\napi_key_header = \"x-api-key\"\n\
                    api_key = \"k3y\"\nmax_body_bytes = 4096\n\
-                   [sources.eb-basic]\ntype = \"eventbridge\"\nusername = \"aws\"\npassword = \"pw\"\n";
+                   [sources.eb-basic]\ntype = \"eventbridge\"\n\
+                   username = \"aws\"\npassword = \"pw\"\n";
     let rules = [
         rule("aws.spot_interruption", &["region", "instance_action"]),
         rule("aws.rebalance_recommendation", &["region", "account"]),
@@ -1037,7 +1049,8 @@ async fn eventbridge_api_destination_posts_each_sample() {
             "Firing [warning]: aws.autoscaling_lifecycle \
              auto_scaling_group=testt1.demo-0a20f32c.kops.sh \
              transition=autoscaling:EC2_INSTANCE_TERMINATING",
-            "Firing [warning]: aws.health service=AWS_EC2 event_type_code=AWS_EC2_HEALTH_TEST_EVENT",
+            "Firing [warning]: aws.health service=AWS_EC2 \
+             event_type_code=AWS_EC2_HEALTH_TEST_EVENT",
             "Firing [warning]: aws.rebalance_recommendation region=us-east-1 account=123456789012",
             "Firing [warning]: aws.spot_interruption region=us-east-1 instance_action=terminate",
         ]

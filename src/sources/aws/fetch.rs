@@ -84,6 +84,13 @@ impl Fetcher {
     }
 
     /// The key of the certificate at `url`, from the cache or fetched.
+    ///
+    /// The certificate's own chain is not checked: what vouches for it is the TLS
+    /// connection to an allowed AWS host, which webpki verifies, so a chain check would
+    /// add something only if `allowed_hosts` named hosts that are not AWS's.
+    // FIXME: failed fetches are not remembered, so a sender who knows an allowed topic
+    // can make every request cost one fetch from an allowed host; a short negative cache
+    // per URL would bound that.
     pub async fn signing_key(&self, url: &url::Url) -> Result<Arc<SigningKey>, FetchError> {
         let key = url.as_str();
         if let Some(found) = self.cached(key) {

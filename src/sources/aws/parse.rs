@@ -458,7 +458,9 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
         #[test]
-        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        fn arbitrary_bytes_never_panic(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        ) {
             let _ = parse_sns_body(&source(), &body, 0);
             let _ = parse_eventbridge_body(&source(), &body, 0);
             if let Ok(envelope) = Envelope::from_body(&body) {
@@ -467,14 +469,17 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_messages_never_panic(message in "\\PC{0,200}", kind in "(Bounce|Complaint|Delivery|Open|x)") {
+        fn arbitrary_messages_never_panic(
+            message in "\\PC{0,200}",
+            kind in "(Bounce|Complaint|Delivery|Open|x)",
+        ) {
+            let text = serde_json::json!(message);
             for inner in [
                 message.clone(),
-                format!(r#"{{"detail-type":{},"detail":{{"state":{}}}}}"#,
-                    serde_json::json!(message), serde_json::json!(message)),
-                format!(r#"{{"notificationType":"{kind}","mail":{{"source":{}}},
-                    "bounce":{{"bouncedRecipients":[{{"emailAddress":{},"status":{}}}]}}}}"#,
-                    serde_json::json!(message), serde_json::json!(message), serde_json::json!(message)),
+                format!(r#"{{"detail-type":{text},"detail":{{"state":{text}}}}}"#),
+                format!(r#"{{"notificationType":"{kind}","mail":{{"source":{text}}},
+                    "bounce":{{"bouncedRecipients":[
+                      {{"emailAddress":{text},"status":{text}}}]}}}}"#),
             ] {
                 let body = serde_json::json!({
                     "Type": "Notification", "MessageId": message, "Message": inner,
