@@ -11,6 +11,7 @@
 
 pub mod alertmanager;
 pub mod auth;
+pub mod aws;
 pub mod csp;
 pub mod dmarc;
 pub mod intake;
@@ -231,6 +232,8 @@ pub const TYPES: &[&str] = &[
     "sendgrid",
     "dmarc",
     "csp",
+    "sns",
+    "eventbridge",
     "alertmanager",
     "webhook",
     "mapping",
@@ -242,6 +245,8 @@ pub const VOCABULARIES: &[Vocabulary] = &[
     dmarc::VOCABULARY,
     csp::CSP_VOCABULARY,
     csp::BROWSER_VOCABULARY,
+    aws::VOCABULARY,
+    aws::SES_VOCABULARY,
 ];
 
 /// Builds the source of config type `kind` from its settings; `None` after reporting
@@ -254,6 +259,8 @@ pub fn configure(kind: &str, settings: &mut SourceSettings<'_>) -> Option<Arc<dy
         "alertmanager" => alertmanager::configure(settings),
         "webhook" => webhook::configure(settings),
         "mapping" => mapping::configure(settings),
+        "sns" => aws::configure_sns(settings),
+        "eventbridge" => aws::configure_eventbridge(settings),
         other => {
             settings.error(
                 "type",
