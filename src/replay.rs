@@ -20,6 +20,10 @@ pub enum ReplayError {
     UnknownSource(String),
     #[error("the config has no source; add one or pass --source")]
     NoSource,
+    #[error(
+        "the config has several sources ({0}); say which one the payloads are for with --source"
+    )]
+    WhichSource(String),
 }
 
 /// Runs the payload files through `config`'s rules and returns the notifications in order.
@@ -33,13 +37,24 @@ pub fn replay(
             .sources
             .get(id)
             .ok_or_else(|| ReplayError::UnknownSource(id.to_string()))?,
+        // Payloads do not say whose they are, and several parsers take JSON: with more
+        // than one source, guessing would replay them through the wrong one.
         None => {
             let mut ids: Vec<&String> = config.sources.keys().collect();
             ids.sort();
-            config
-                .sources
-                .get(*ids.first().ok_or(ReplayError::NoSource)?)
-                .expect("id from keys")
+            match ids.as_slice() {
+                [] => return Err(ReplayError::NoSource),
+                [one] => &config.sources[*one],
+                several => {
+                    return Err(ReplayError::WhichSource(
+                        several
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ));
+                }
+            }
         }
     };
 
@@ -76,7 +91,17 @@ pub fn replay(
     });
     events.sort_by_key(|e| e.event.time_ms);
 
-    let mut engine = Engine::new(&config.rules);
+    // Rules about other sources see nothing of these payloads, and an absence rule among
+    // them would report its source silent for the whole replay.
+    let rules: Vec<_> = config
+        .rules
+        .iter()
+        .filter(|r| {
+            r.matcher.sources.is_empty() || r.matcher.sources.iter().any(|s| **s == *source.id)
+        })
+        .cloned()
+        .collect();
+    let mut engine = Engine::new(&rules);
     let mut book = AlertBook::new(
         config.routes.clone(),
         config.templates.clone(),

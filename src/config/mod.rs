@@ -829,9 +829,9 @@ fn check_rules(
         }
         let matcher = check_matcher(rule.matcher, &format!("{key}.match"), sources, issues);
         warn_unknown_names(&key, &rule.name, &matcher, &rule.group_by, warnings);
-        if matcher.kinds.is_empty() {
+        if matcher.kinds.is_empty() && matcher.sources.is_empty() {
             warnings.push(format!(
-                "{key} ({}): match.kinds is empty, so every event counts",
+                "{key} ({}): match has neither kinds nor sources, so every event counts",
                 rule.name
             ));
         }
