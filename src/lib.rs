@@ -5,18 +5,23 @@
 //! The modules follow the pipeline, in the order an event travels:
 //!
 //! - [`sources`]: verify a provider's request over its raw bytes and parse it into
-//!   common [`event::Event`]s with dedup keys.
+//!   common [`event::Event`]s with dedup keys; one module per provider behind the
+//!   `Backchannel` trait. The only outbound calls outside `notify` are the ones a
+//!   provider's protocol requires: SNS signing certificates and subscription
+//!   confirmations, and the DMARC mailbox poller's IMAP connection.
 //! - [`http`]: the axum surface; `POST /ingest/{source}` hands parsed batches to the
-//!   journal and answers only once they are durable.
+//!   journal and answers only once they are durable; `GET /api/v1/events` reads them
+//!   back.
 //! - [`store`]: SQLite. The journal (`store::journal`) group-commits batches and dedup
 //!   keys; the rest keeps alert state, the outbox and chat message references. The only
 //!   module with SQL.
 //! - [`rules`]: windows per rule and group, and the conditions (`each`, `threshold`,
-//!   `ratio`, `jump`). Pure computation on a caller-given clock.
+//!   `ratio`, `jump`, `nearing_limit`, `absence`). Pure computation on a caller-given
+//!   clock.
 //! - [`alerts`]: the alert state machine (fire, repeat, resolve) and routing; its runner
 //!   task persists each decision with its outbox rows in one transaction.
 //! - [`notify`]: contacts (log, Slack) and the outbox worker with retries, rate limits and
-//!   dead letters. The only module that makes outbound calls.
+//!   dead letters. The only module that sends notifications.
 //! - [`templates`]: handlebars registries, one per output context, so escaping follows
 //!   the channel.
 //! - [`config`]: the TOML file, checked into the runtime configuration.
