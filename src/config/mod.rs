@@ -808,6 +808,16 @@ fn warn_unknown_names(
     }
 }
 
+/// Rule kinds, as `kind` names them.
+const KNOWN_RULE_KINDS: &[&str] = &[
+    "each",
+    "threshold",
+    "ratio",
+    "jump",
+    "nearing_limit",
+    "absence",
+];
+
 fn check_rules(
     raw: Vec<RawRule>,
     sources: &HashMap<String, Source>,
@@ -884,65 +894,41 @@ fn check_rules(
                 1.0
             }
         };
-        let unexpected = |issues: &mut Issues, names: &[(&str, bool)]| {
-            for (name, present) in names {
-                if *present {
-                    issues.add(
-                        format!("{key}.{name}"),
-                        format!("does not apply to {} rules", rule.kind),
-                    );
-                }
+        // Each setting that only some kinds take, with those kinds.
+        let specific: [(&str, bool, &[&str]); 8] = [
+            ("threshold", rule.threshold.is_some(), &["threshold"]),
+            ("base", rule.base.is_some(), &["ratio"]),
+            ("min_ratio", rule.min_ratio.is_some(), &["ratio"]),
+            ("factor", rule.factor.is_some(), &["jump"]),
+            ("baseline", rule.baseline.is_some(), &["jump"]),
+            ("fraction", rule.fraction.is_some(), &["nearing_limit"]),
+            ("limit", rule.limit.is_some(), &["nearing_limit"]),
+            (
+                "trend_within",
+                rule.trend_within.is_some(),
+                &["nearing_limit"],
+            ),
+        ];
+        for (name, present, kinds) in specific {
+            if present
+                && KNOWN_RULE_KINDS.contains(&rule.kind.as_str())
+                && !kinds.contains(&rule.kind.as_str())
+            {
+                issues.add(
+                    format!("{key}.{name}"),
+                    format!("does not apply to {} rules", rule.kind),
+                );
             }
-        };
+        }
         let kind = match rule.kind.as_str() {
-            "each" => {
-                unexpected(
-                    issues,
-                    &[
-                        ("threshold", rule.threshold.is_some()),
-                        ("base", rule.base.is_some()),
-                        ("factor", rule.factor.is_some()),
-                        ("baseline", rule.baseline.is_some()),
-                        ("min_ratio", rule.min_ratio.is_some()),
-                        ("fraction", rule.fraction.is_some()),
-                        ("limit", rule.limit.is_some()),
-                        ("trend_within", rule.trend_within.is_some()),
-                    ],
-                );
-                RuleKind::Each {
-                    window_ms: window(issues, Some(300_000)),
-                }
-            }
-            "threshold" => {
-                unexpected(
-                    issues,
-                    &[
-                        ("base", rule.base.is_some()),
-                        ("factor", rule.factor.is_some()),
-                        ("baseline", rule.baseline.is_some()),
-                        ("min_ratio", rule.min_ratio.is_some()),
-                        ("fraction", rule.fraction.is_some()),
-                        ("limit", rule.limit.is_some()),
-                        ("trend_within", rule.trend_within.is_some()),
-                    ],
-                );
-                RuleKind::Threshold {
-                    window_ms: window(issues, None),
-                    min: positive(issues, "threshold", rule.threshold),
-                }
-            }
+            "each" => RuleKind::Each {
+                window_ms: window(issues, Some(300_000)),
+            },
+            "threshold" => RuleKind::Threshold {
+                window_ms: window(issues, None),
+                min: positive(issues, "threshold", rule.threshold),
+            },
             "ratio" => {
-                unexpected(
-                    issues,
-                    &[
-                        ("threshold", rule.threshold.is_some()),
-                        ("factor", rule.factor.is_some()),
-                        ("baseline", rule.baseline.is_some()),
-                        ("fraction", rule.fraction.is_some()),
-                        ("limit", rule.limit.is_some()),
-                        ("trend_within", rule.trend_within.is_some()),
-                    ],
-                );
                 let base = match rule.base.clone() {
                     Some(base) => check_matcher(base, &format!("{key}.base"), sources, issues),
                     None => {
@@ -981,17 +967,6 @@ fn check_rules(
                 }
             }
             "jump" => {
-                unexpected(
-                    issues,
-                    &[
-                        ("threshold", rule.threshold.is_some()),
-                        ("base", rule.base.is_some()),
-                        ("min_ratio", rule.min_ratio.is_some()),
-                        ("fraction", rule.fraction.is_some()),
-                        ("limit", rule.limit.is_some()),
-                        ("trend_within", rule.trend_within.is_some()),
-                    ],
-                );
                 let baseline_ms = match rule.baseline.as_deref() {
                     None => {
                         issues.add(
@@ -1010,16 +985,6 @@ fn check_rules(
                 }
             }
             "nearing_limit" => {
-                unexpected(
-                    issues,
-                    &[
-                        ("threshold", rule.threshold.is_some()),
-                        ("base", rule.base.is_some()),
-                        ("factor", rule.factor.is_some()),
-                        ("baseline", rule.baseline.is_some()),
-                        ("min_ratio", rule.min_ratio.is_some()),
-                    ],
-                );
                 let fraction = positive(issues, "fraction", rule.fraction);
                 if fraction > 1.0 {
                     issues.add(
@@ -1045,24 +1010,9 @@ fn check_rules(
                     trend_within_ms,
                 }
             }
-            "absence" => {
-                unexpected(
-                    issues,
-                    &[
-                        ("threshold", rule.threshold.is_some()),
-                        ("base", rule.base.is_some()),
-                        ("factor", rule.factor.is_some()),
-                        ("baseline", rule.baseline.is_some()),
-                        ("min_ratio", rule.min_ratio.is_some()),
-                        ("fraction", rule.fraction.is_some()),
-                        ("limit", rule.limit.is_some()),
-                        ("trend_within", rule.trend_within.is_some()),
-                    ],
-                );
-                RuleKind::Absence {
-                    window_ms: window(issues, None),
-                }
-            }
+            "absence" => RuleKind::Absence {
+                window_ms: window(issues, None),
+            },
             other => {
                 issues.add(
                     format!("{key}.kind"),

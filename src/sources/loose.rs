@@ -1,7 +1,8 @@
 //! A forgiving JSON value for provider fields whose type varies between senders
 //! (`"status": 550` or `"550"`, `category` as a string or a list, `pool` as an object or
 //! a name). Reading a field as `Loose` never fails on its type, so one odd field does
-//! not cost the whole event; the source decides what it can use.
+//! not cost the whole event; the source decides what it can use. Also the structural
+//! array splitter that keeps a batch's good elements when one is broken.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -143,6 +144,58 @@ impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
         }
         Ok(Loose::Object(members))
     }
+}
+
+/// The top-level elements of a JSON array found by structure alone (brackets, braces,
+/// strings and their escapes), without validating their content. `None` when the
+/// array itself is not well formed. Providers' arrays are read with this when one
+/// element is broken (invalid UTF-8, a bad escape), so the others survive it.
+pub fn split_array(body: &[u8]) -> Option<Vec<&[u8]>> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'[' {
+        return None;
+    }
+    let mut elements = Vec::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut element_start = start + 1;
+    let mut end = None;
+    for (index, &byte) in body.iter().enumerate().skip(start + 1) {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' if depth > 0 => depth -= 1,
+            b']' => {
+                end = Some(index);
+                break;
+            }
+            b',' if depth == 0 => {
+                elements.push(body[element_start..index].trim_ascii());
+                element_start = index + 1;
+            }
+            b'}' => return None,
+            _ => {}
+        }
+    }
+    let end = end?;
+    if !body[end + 1..].trim_ascii().is_empty() {
+        return None;
+    }
+    let last = body[element_start..end].trim_ascii();
+    if !last.is_empty() || !elements.is_empty() {
+        elements.push(last);
+    }
+    Some(elements)
 }
 
 #[cfg(test)]

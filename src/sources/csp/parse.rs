@@ -20,10 +20,11 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::json::{field, integer, split_array, text};
+use super::json::{field, integer, text};
 use super::normalise;
 use super::origins::AllowedOrigins;
 use crate::event::{Event, Label};
+use crate::sources::loose::split_array;
 use crate::sources::{ParsedBatch, ParsedEvent, SourceError, dedup_key};
 
 /// Ages beyond this are not believed: browsers drop reports long before.

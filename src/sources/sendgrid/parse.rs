@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::event::{Event, Label, parse_traceparent};
-use crate::sources::loose::Loose;
+use crate::sources::loose::{Loose, split_array};
 use crate::sources::{DedupKeys, ParsedBatch, ParsedEvent, SourceError, dedup_key};
 
 /// The fields rules and dedup need; everything else is read from the raw JSON when
@@ -105,57 +105,6 @@ pub fn parse_batch(
         }
     }
     Ok(batch)
-}
-
-/// The top-level elements of a JSON array found by structure alone (brackets, braces,
-/// strings and their escapes), without validating their content. `None` when the
-/// array itself is not well formed.
-fn split_array(body: &[u8]) -> Option<Vec<&[u8]>> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    if body[start] != b'[' {
-        return None;
-    }
-    let mut elements = Vec::new();
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut element_start = start + 1;
-    let mut end = None;
-    for (index, &byte) in body.iter().enumerate().skip(start + 1) {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => depth += 1,
-            b']' | b'}' if depth > 0 => depth -= 1,
-            b']' => {
-                end = Some(index);
-                break;
-            }
-            b',' if depth == 0 => {
-                elements.push(body[element_start..index].trim_ascii());
-                element_start = index + 1;
-            }
-            b'}' => return None,
-            _ => {}
-        }
-    }
-    let end = end?;
-    if !body[end + 1..].trim_ascii().is_empty() {
-        return None;
-    }
-    let last = body[element_start..end].trim_ascii();
-    if !last.is_empty() || !elements.is_empty() {
-        elements.push(last);
-    }
-    Some(elements)
 }
 
 fn parse_event(
