@@ -130,6 +130,16 @@ async fn signed_events_alert_and_redeliveries_are_duplicates() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(fake.requests().len(), 1, "a redelivery alerts nobody again");
+
+    // The same body in a new delivery (a new webhook-id) is new news for the events
+    // without their own id; the one with an id stays a duplicate.
+    let (status, next) = post_signed(&server, &signed("msg_2", NOW_S - 1, &body), &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (next["accepted"].as_u64(), next["duplicates"].as_u64()),
+        (Some(2), Some(1)),
+        "{next}"
+    );
     server.running.stop().await;
 }
 

@@ -96,6 +96,12 @@ pub async fn ingest(
     let verified = source.verify(request).await;
     let parsed = verified
         .and_then(|()| source.parse(&body, now_ms))
+        .map(|mut parsed| {
+            source
+                .backchannel
+                .request_keys(&source.id, &request, &mut parsed);
+            parsed
+        })
         .map_err(|error| {
             rejected(error.reason());
             tracing::debug!(source = %source_id, error = %error, "request rejected");

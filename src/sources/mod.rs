@@ -168,6 +168,14 @@ pub trait Backchannel: Send + Sync + fmt::Debug {
         serde_json::Map::new()
     }
 
+    /// Replaces dedup keys with ones from the request's headers, for providers that
+    /// name a delivery there rather than in the body (Standard Webhooks' `webhook-id`).
+    /// Only ingest reads keys: a restart and the events API go by the positions the
+    /// journal stored as new, so keys may depend on more than the body.
+    fn request_keys(&self, source: &str, request: &Request<'_>, batch: &mut ParsedBatch) {
+        let _ = (source, request, batch);
+    }
+
     /// Largest body this source accepts, when lower than the server's limit.
     fn max_body_bytes(&self) -> Option<usize> {
         None

@@ -187,10 +187,8 @@ impl Format {
         };
 
         // A sender's retry repeats the body byte for byte, so an event without an id
-        // is known by its bytes and its place in the body.
-        // FIXME: two identical id-less, time-less events sent apart count once. The
-        // `webhook-id` header would tell them apart, but parsing sees only the journaled
-        // body; journaling that header with the body would lift this.
+        // is known by its bytes and its place in the body, unless the request names
+        // its delivery in `webhook-id` (see `Webhook::request_keys`).
         let keys = match &id {
             Some(id) => dedup_key(source, &["id", &kind, id]),
             None => dedup_key(source, &["body", &position.to_string(), raw]),

@@ -159,6 +159,36 @@ impl Backchannel for Webhook {
         self.secret.is_some() || self.auth.is_some()
     }
 
+    /// A Standard Webhooks sender keeps `webhook-id` across retries of one delivery and
+    /// changes it for the next, so an event without its own `id` is known by the
+    /// delivery id and its place in the body: two identical events sent apart count
+    /// twice, a retry once.
+    fn request_keys(
+        &self,
+        source: &str,
+        request: &crate::sources::Request<'_>,
+        batch: &mut crate::sources::ParsedBatch,
+    ) {
+        let Some(delivery) = request
+            .header("webhook-id")
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+        else {
+            return;
+        };
+        for parsed in batch
+            .events
+            .iter_mut()
+            .filter(|e| e.event.provider_id.is_none())
+        {
+            let position = parsed.position.to_string();
+            parsed.keys = Some(crate::sources::dedup_key(
+                source,
+                &["webhook-id", delivery, &position],
+            ));
+        }
+    }
+
     fn passthrough(&self, event: &Event) -> serde_json::Map<String, serde_json::Value> {
         passthrough_of(&event.raw)
     }
