@@ -154,7 +154,8 @@ fn main() -> ExitCode {
                         }
                     }
                     if !json {
-                        eprintln!("{} notifications", notifications.len());
+                        let n = notifications.len();
+                        eprintln!("{n} notification{}", if n == 1 { "" } else { "s" });
                     }
                     ExitCode::SUCCESS
                 }

@@ -71,12 +71,15 @@ pub fn replay(
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as i64);
-        let parsed = source
-            .parse(&body, saved_ms)
-            .map_err(|e| ReplayError::Payload {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        // A payload the source refuses is one the server would have answered 4xx: it
+        // counts for nothing there either, so the others are still replayed.
+        let parsed = match source.parse(&body, saved_ms) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), "refused, not replayed: {error}");
+                continue;
+            }
+        };
         for skipped in &parsed.skipped {
             tracing::warn!(path = %path.display(), "{skipped}");
         }

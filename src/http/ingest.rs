@@ -38,7 +38,12 @@ pub async fn ingest(
         .increment(1);
     };
     let body = body.map_err(|rejection| {
-        rejected("body");
+        // One reason per refusal, whichever limit it met.
+        rejected(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "body"
+        });
         let message = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             format!(
                 "body is larger than the {} bytes allowed (server.max_body_bytes)",
@@ -142,6 +147,13 @@ pub async fn ingest(
                 ),
             ));
         }
+    }
+    if parsed.events.is_empty() && skipped == 0 {
+        rejected("no_event");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("source {source_id:?}: the body holds no event (an empty batch?)"),
+        ));
     }
     let total = parsed.events.len();
 

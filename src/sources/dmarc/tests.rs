@@ -574,6 +574,13 @@ fn a_truncated_report_keeps_its_complete_records() {
             .iter()
             .any(|w| w.contains("ends before </feedback>"))
     );
+    // Cut before the report's id, it is refused.
+    let cut = &xml[..xml.find("<report_id>").unwrap() + "<report_id>".len() + 2];
+    let error = parse(cut.as_bytes()).unwrap_err();
+    assert!(
+        error.to_string().contains("ends before its report_id"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -311,6 +311,14 @@ pub fn read_report(bytes: &[u8]) -> Result<Report, XmlError> {
         return Err(XmlError::NotAggregate("no <feedback> element".into()));
     }
     if !state.root_closed {
+        // Cut before its own id, a report is not one: counting it would invent a report
+        // (of domain "unknown") that no reporter sent, and its redelivery in full could
+        // not be told apart from it.
+        if state.report.report_id.is_none() {
+            return Err(XmlError::NotAggregate(
+                "the document ends before its report_id (truncated?)".into(),
+            ));
+        }
         state.repair("document ends before </feedback>: records left open are dropped".into());
     }
     Ok(state.report)
