@@ -146,6 +146,14 @@ impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
     }
 }
 
+/// A JSON body as text, without the byte-order mark some senders put first.
+pub fn body_text(body: &[u8]) -> Result<&str, super::SourceError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        super::SourceError::BadRequest(format!("body is not UTF-8 (byte {})", e.valid_up_to()))
+    })?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
 /// The top-level elements of a JSON array found by structure alone (brackets, braces,
 /// strings and their escapes), without validating their content. `None` when the
 /// array itself is not well formed. Providers' arrays are read with this when one

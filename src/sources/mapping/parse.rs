@@ -63,10 +63,7 @@ impl Mapping {
         body: &[u8],
         received_ms: i64,
     ) -> Result<ParsedBatch, SourceError> {
-        let text = std::str::from_utf8(body).map_err(|e| {
-            SourceError::BadRequest(format!("body is not UTF-8 (byte {})", e.valid_up_to()))
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let text = crate::sources::loose::body_text(body)?;
         if text.trim().is_empty() {
             return Err(SourceError::BadRequest("empty body".into()));
         }

@@ -57,10 +57,7 @@ impl Format {
         body: &[u8],
         received_ms: i64,
     ) -> Result<ParsedBatch, SourceError> {
-        let text = std::str::from_utf8(body).map_err(|e| {
-            SourceError::BadRequest(format!("body is not UTF-8 (byte {})", e.valid_up_to()))
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let text = crate::sources::loose::body_text(body)?;
         let single = match text.trim_start().as_bytes().first() {
             Some(b'{') => true,
             Some(b'[') => false,
