@@ -120,7 +120,8 @@ pub fn replay(
         // alert is firing, so a resolution is dated when its window emptied. With
         // nothing firing, the clock jumps to the next event.
         // FIXME: a ratio or jump rule whose base leaves the window first can start
-        // firing between events; replay sees that only at the next event.
+        // firing between events, and an absence rule fires during a gap; replay sees
+        // either only at the next event, and a silence after the last one not at all.
         while book.firing_count() > 0 && clock_ms + tick_ms < now {
             clock_ms += tick_ms;
             let outcomes = engine.evaluate(clock_ms, false, |fp| book.is_firing_id(fp));
