@@ -9,29 +9,10 @@ use crate::event::Event;
 use crate::sources::{ParsedBatch, SourceError};
 
 /// The B11 report of the field cases: a stray, never closed `xs:schema` start tag.
-pub const B11: &str = concat!(
-    r#"<?xml version="1.0" encoding="UTF-8"?>
-<feedback>
-  <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" "#,
-    r#"targetNamespace="http://dmarc.org/dmarc-xml/0.1">
-  <report_metadata>
-    <org_name>reporter.example.net</org_name>
-    <email>dmarc-noreply@reporter.example.net</email>
-    <report_id>rpt-0001</report_id>
-    <date_range><begin>1700000000</begin><end>1700086399</end></date_range>
-  </report_metadata>
-  <policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf>"#,
-    r#"<p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
-  <record>
-    <row><source_ip>192.0.2.10</source_ip><count>3</count>
-      <policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf>"#,
-    r#"</policy_evaluated></row>
-    <identifiers><header_from>example.com</header_from></identifiers>
-    <auth_results><spf><domain>example.com</domain><result>fail</result></spf></auth_results>
-  </record>
-</feedback>
-"#
-);
+pub const B11: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dmarc/cases/b11_stray_xs_schema.xml"
+));
 
 /// B12: raw Windows-1252 quotes in a document declared UTF-8, and `<`/`>` in the email.
 pub fn b12() -> Vec<u8> {
